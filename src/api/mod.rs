@@ -1,0 +1,1 @@
+//! The REST API, SSE events, metrics endpoint and (later) the representative's page.

@@ -1,0 +1,1 @@
+//! Third-party call control adapters (`manual` does none).

@@ -1,0 +1,2 @@
+//! The `tonewall` binary: `serve`, `check-config`, `hash-key`, `demo`.
+fn main() {}

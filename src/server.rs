@@ -1,0 +1,1 @@
+//! Wires SIP, media, sessions and the HTTP API together for `tonewall serve`.

@@ -1,0 +1,1 @@
+//! The secure session: state machine, DNIS pool, fields and payment hand-off.

@@ -1,0 +1,8 @@
+//! SIP trunk signalling (SPEC §6): message parsing and building, sans-IO transactions and
+//! dialogs, SDP offer/answer, the UDP/TCP transport, and the trunk endpoint that turns
+//! INVITEs on a DNIS into legs.
+//!
+//! Must never: know about fields, payments or carriers; decide whether a leg is admitted
+//! (that is `TrunkHandler::admit`).
+
+pub mod trunk;
