@@ -40,7 +40,40 @@ pub struct LegMedia {
     pub params: LegParams,
 }
 
-/// The control plane's handle on one bridge task. Dropping it stops the task.
+/// Commands from the control plane to a bridge task.
+pub enum BridgeCommand {
+    Attach { role: LegRole, leg: LegMedia },
+    Update { role: LegRole, params: LegParams },
+}
+
+/// The control plane's handle on one bridge task. Dropping it stops the task (and the
+/// task drops the legs' sockets, which returns their ports to the pool).
 pub struct BridgeHandle {
-    _tx: mpsc::UnboundedSender<()>,
+    tx: mpsc::UnboundedSender<BridgeCommand>,
+}
+
+impl BridgeHandle {
+    /// Start a bridge with its first leg, which is parked (sent silence every ptime) until
+    /// the second leg is attached. Must be called inside a tokio runtime.
+    pub fn spawn(
+        session: SessionId,
+        role: LegRole,
+        leg: LegMedia,
+        config: BridgeConfig,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> BridgeHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = (session, role, leg, config, events, rx);
+        BridgeHandle { tx }
+    }
+
+    /// Attach the second leg: from now on the two legs are bridged.
+    pub fn attach(&self, role: LegRole, leg: LegMedia) {
+        let _ = self.tx.send(BridgeCommand::Attach { role, leg });
+    }
+
+    /// A re-INVITE changed a leg's media (hold/resume/new address/codec).
+    pub fn update(&self, role: LegRole, params: LegParams) {
+        let _ = self.tx.send(BridgeCommand::Update { role, params });
+    }
 }
