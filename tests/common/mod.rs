@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod pcap;
+pub mod uac;
 
 use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
@@ -61,7 +62,15 @@ pub struct ServerOpts {
     pub ttl_s: u64,
     pub peers: String,
     pub rtp_ports: u16,
+    pub rtp_timeout_s: u64,
     pub extra: String,
+}
+
+impl ServerOpts {
+    pub fn with_rtp_timeout(mut self, s: u64) -> Self {
+        self.rtp_timeout_s = s;
+        self
+    }
 }
 
 impl Default for ServerOpts {
@@ -71,6 +80,7 @@ impl Default for ServerOpts {
             ttl_s: 30,
             peers: "127.0.0.0/8".into(),
             rtp_ports: 64,
+            rtp_timeout_s: 30,
             extra: String::new(),
         }
     }
@@ -100,7 +110,7 @@ listen = ["udp:127.0.0.1:{sip_port}", "tcp:127.0.0.1:{sip_port}"]
 bind = "127.0.0.1"
 ports = "{rtp_lo}-{rtp_hi}"
 holdback_ms = 40
-rtp_timeout_s = 30
+rtp_timeout_s = {rtp_timeout}
 
 [http]
 listen = "127.0.0.1:{http_port}"
@@ -133,6 +143,7 @@ path = "{audit}"
             rtp_lo = rtp_base,
             rtp_hi = rtp_base + opts.rtp_ports - 1,
             ttl = opts.ttl_s,
+            rtp_timeout = opts.rtp_timeout_s,
             peers = opts.peers,
             key = key_hash(API_KEY),
             other = key_hash(OTHER_KEY),
