@@ -5,4 +5,7 @@
 //! Must never: know about fields, payments or carriers; decide whether a leg is admitted
 //! (that is `TrunkHandler::admit`).
 
+pub mod message;
+pub mod sdp;
+pub mod transaction;
 pub mod trunk;
