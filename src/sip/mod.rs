@@ -6,6 +6,7 @@
 //! (that is `TrunkHandler::admit`).
 
 pub mod dialog;
+pub mod endpoint;
 pub mod message;
 pub mod sdp;
 pub mod transaction;
