@@ -505,4 +505,37 @@ l: 0\r\n\r\n";
         assert!(salvage_bad_request(b"\x80\x81junk").is_none());
         assert!(salvage_bad_request(b"ACK sip:x SIP/2.0\r\n\r\n").is_none());
     }
+
+    #[test]
+    fn corpus() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sip");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).expect("corpus dir") {
+            let path = e.expect("entry").path();
+            let name = path.file_name().map(|f| f.to_string_lossy().into_owned());
+            let name = name.unwrap_or_default();
+            let data = std::fs::read(&path).expect("read");
+            let parsed = Message::parse(&data);
+            if name.starts_with("ok_") {
+                let Ok(Message::Request(r)) = parsed else {
+                    panic!("{name} should parse")
+                };
+                assert!(r.headers.has_core(), "{name}");
+                n += 1;
+            } else if name == "bad_no_via.sip" {
+                let Ok(Message::Request(r)) = parsed else {
+                    panic!("{name} parses lazily")
+                };
+                assert!(!r.headers.has_core());
+            } else {
+                assert!(parsed.is_err(), "{name} must not parse");
+            }
+        }
+        assert!(n >= 8);
+        let tel = std::fs::read(format!("{dir}/ok_tel_uri.sip")).expect("read");
+        let Ok(Message::Request(r)) = Message::parse(&tel) else {
+            panic!("tel")
+        };
+        assert_eq!(r.uri_user.as_deref(), Some("+61390001042"));
+    }
 }
