@@ -5,4 +5,10 @@
 //! Must never: know about fields, payments or carriers; decide whether a leg is admitted
 //! (that is `TrunkHandler::admit`).
 
+pub mod dialog;
+pub mod endpoint;
+pub mod message;
+pub mod sdp;
+pub mod transaction;
+pub mod transport;
 pub mod trunk;
