@@ -302,6 +302,7 @@ impl Fields {
     }
 
     /// The raw digits of one field, for the payment hand-off only. Card data.
+    #[allow(dead_code)] // the payment hand-off lands in a later issue
     pub(crate) fn digits(&self, kind: FieldKind) -> Option<&[u8]> {
         self.fields
             .iter()

@@ -3,4 +3,6 @@
 //! Must never: let an unmasked digit out of `fields`; block the SIP or media tasks.
 
 pub mod dnis;
+pub mod events;
 pub mod fields;
+pub mod state;
