@@ -5,4 +5,5 @@
 pub mod dnis;
 pub mod events;
 pub mod fields;
+pub mod manager;
 pub mod state;

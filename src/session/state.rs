@@ -193,8 +193,16 @@ impl Session {
         out
     }
 
-    /// An INVITE on this session's DNIS: which leg it is, or why not.
+    /// An INVITE on this session's DNIS: which leg it is, or why not. Marks the leg
+    /// ringing.
     pub fn admit(&mut self, now: Instant) -> Result<LegRole, AdmitRefusal> {
+        let role = self.check_admit(now)?;
+        self.legs[idx(role)] = LegState::Ringing;
+        Ok(role)
+    }
+
+    /// Which leg an INVITE would be, without admitting it.
+    pub fn check_admit(&self, now: Instant) -> Result<LegRole, AdmitRefusal> {
         if self.state.is_terminal() {
             return Err(AdmitRefusal::Expired);
         }
@@ -208,7 +216,6 @@ impl Session {
         if now >= self.expires {
             return Err(AdmitRefusal::Expired);
         }
-        self.legs[idx(role)] = LegState::Ringing;
         Ok(role)
     }
 
