@@ -1,0 +1,614 @@
+//! The tokio-side owner of all sessions: creates them for the API, admits legs for the
+//! SIP trunk (`TrunkHandler`), drives the media bridges, turns media events and timer
+//! ticks into state-machine inputs, and executes the resulting actions.
+//!
+//! Use: `let (manager, driver) = SessionManager::new(&config, ports, trunk_tx)?;` then
+//! `tokio::spawn(driver.run())` (it feeds `MediaEvent`s and a 250 ms tick in), give
+//! `manager.clone()` to the SIP endpoint as its `TrunkHandler` and to `api::router`.
+//!
+//! Must never: hold its lock across an `.await`; block (every method is quick and sync);
+//! log or return a digit.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rand::distr::{Alphanumeric, SampleString};
+use sha2::{Digest, Sha256};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::carrier::{Adapter, SecureOutcome};
+use crate::config::Config;
+use crate::leg::{LegRole, SessionId};
+use crate::media::bridge::{BridgeConfig, BridgeHandle, MediaEvent};
+use crate::media::ports::PortPool;
+use crate::session::dnis::{DnisPool, DEFAULT_QUARANTINE};
+use crate::session::events::{Event, EventBody};
+use crate::session::fields::{UnknownField, YearMonth};
+use crate::session::state::{Action, LegState, Session, SessionState, SessionView};
+use crate::sip::trunk::TrunkCommand;
+
+mod admission;
+
+/// Tunables that are not in the config file.
+#[derive(Clone, Debug)]
+pub struct ManagerOptions {
+    /// How long a released DNIS stays out of the pool.
+    pub quarantine: Duration,
+    /// Sessions (not ended) at most; beyond: `POST` answers 503 and INVITEs 503.
+    pub max_sessions: usize,
+    /// How long an ended session stays readable (`GET`) before it is forgotten.
+    pub linger: Duration,
+    /// The driver's timer period.
+    pub tick: Duration,
+    /// `Retry-After` seconds on a 503 at capacity.
+    pub retry_after_s: u32,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        ManagerOptions {
+            quarantine: DEFAULT_QUARANTINE,
+            max_sessions: 10_000,
+            linger: Duration::from_secs(60),
+            tick: Duration::from_millis(250),
+            retry_after_s: 5,
+        }
+    }
+}
+
+/// What the API may be told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManagerError {
+    #[error("no such session")]
+    SessionNotFound,
+    #[error("no such field in this session")]
+    UnknownField,
+    #[error("no DNIS number is free for this tenant")]
+    NoDnisAvailable,
+    #[error("at capacity")]
+    AtCapacity,
+    #[error("{0}")]
+    InvalidRequest(String),
+}
+
+/// A request to secure a call.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    pub call_id: String,
+    pub rep: String,
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+}
+
+/// Counts for health checks and leak tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagerStats {
+    /// Sessions held in memory (including ended ones still lingering).
+    pub sessions: usize,
+    /// Sessions not ended.
+    pub active: usize,
+    /// Bridges running.
+    pub bridges: usize,
+    /// DNIS numbers allocatable now, over all tenants.
+    pub dnis_available: usize,
+    /// DNIS numbers in all.
+    pub dnis_total: usize,
+    /// RTP port pairs free now.
+    pub ports_available: usize,
+}
+
+struct TenantInfo {
+    id: Arc<str>,
+    fields: Vec<String>,
+    key_hashes: Vec<[u8; 32]>,
+    peers: Vec<ipnet::IpNet>,
+    adapter: Adapter,
+}
+
+struct Entry {
+    session: Session,
+    bridge: Option<BridgeHandle>,
+    events: broadcast::Sender<Arc<Event>>,
+}
+
+struct Inner {
+    sessions: HashMap<SessionId, Entry>,
+    pools: HashMap<Arc<str>, DnisPool>,
+    dnis_owner: HashMap<Arc<str>, Arc<str>>,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    tenants: HashMap<Arc<str>, TenantInfo>,
+    all_peers: Vec<ipnet::IpNet>,
+    trunk: mpsc::UnboundedSender<TrunkCommand>,
+    media_tx: mpsc::UnboundedSender<MediaEvent>,
+    ports: PortPool,
+    bridge_config: BridgeConfig,
+    ttl: Duration,
+    options: ManagerOptions,
+    driver_alive: AtomicBool,
+}
+
+/// The session layer. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionManager {
+    shared: Arc<Shared>,
+}
+
+/// Feeds media events and timer ticks into the manager; run it with `tokio::spawn`.
+pub struct SessionDriver {
+    manager: SessionManager,
+    media_rx: mpsc::UnboundedReceiver<MediaEvent>,
+}
+
+/// Per-session event channel depth (a slow SSE client loses the oldest events).
+const EVENT_BUFFER: usize = 256;
+
+impl SessionManager {
+    /// Build the manager from a validated config.
+    pub fn new(
+        config: &Config,
+        ports: PortPool,
+        trunk: mpsc::UnboundedSender<TrunkCommand>,
+    ) -> anyhow::Result<(SessionManager, SessionDriver)> {
+        Self::with_options(config, ports, trunk, ManagerOptions::default())
+    }
+
+    pub fn with_options(
+        config: &Config,
+        ports: PortPool,
+        trunk: mpsc::UnboundedSender<TrunkCommand>,
+        options: ManagerOptions,
+    ) -> anyhow::Result<(SessionManager, SessionDriver)> {
+        let mut tenants = HashMap::new();
+        let mut pools = HashMap::new();
+        let mut dnis_owner = HashMap::new();
+        let mut all_peers = Vec::new();
+        for c in &config.carrier {
+            for p in &c.peers {
+                all_peers.push(crate::config::parse_peer(p).map_err(anyhow::Error::msg)?);
+            }
+        }
+        for t in &config.tenant {
+            let id: Arc<str> = t.id.as_str().into();
+            let carrier = config
+                .carrier(&t.carrier)
+                .ok_or_else(|| anyhow::anyhow!("tenant {}: unknown carrier", t.id))?;
+            let peers = carrier
+                .peers
+                .iter()
+                .map(|p| crate::config::parse_peer(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let mut key_hashes = Vec::new();
+            for k in &t.api_keys {
+                let hex_part = k.strip_prefix("sha256:").unwrap_or(k);
+                let mut h = [0u8; 32];
+                hex::decode_to_slice(hex_part, &mut h)
+                    .map_err(|_| anyhow::anyhow!("tenant {}: bad api key hash", t.id))?;
+                key_hashes.push(h);
+            }
+            let mut numbers = Vec::new();
+            for d in &t.dnis {
+                numbers.extend(crate::config::parse_dnis_entry(d).map_err(anyhow::Error::msg)?);
+            }
+            for n in &numbers {
+                dnis_owner.insert(Arc::<str>::from(n.as_str()), id.clone());
+            }
+            pools.insert(id.clone(), DnisPool::new(numbers, options.quarantine));
+            tenants.insert(
+                id.clone(),
+                TenantInfo {
+                    id,
+                    fields: t.fields.clone(),
+                    key_hashes,
+                    peers,
+                    adapter: Adapter::from_config(carrier),
+                },
+            );
+        }
+        let (media_tx, media_rx) = mpsc::unbounded_channel();
+        let shared = Shared {
+            inner: Mutex::new(Inner {
+                sessions: HashMap::new(),
+                pools,
+                dnis_owner,
+            }),
+            tenants,
+            all_peers,
+            trunk,
+            media_tx,
+            ports,
+            bridge_config: BridgeConfig {
+                holdback_ms: config.media.holdback_ms,
+                mask_mode: config.media.mask_mode,
+                rtp_timeout: Duration::from_secs(config.media.rtp_timeout_s),
+            },
+            ttl: Duration::from_secs(config.dnis.ttl_s),
+            options,
+            driver_alive: AtomicBool::new(false),
+        };
+        let manager = SessionManager {
+            shared: Arc::new(shared),
+        };
+        let driver = SessionDriver {
+            manager: manager.clone(),
+            media_rx,
+        };
+        Ok((manager, driver))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock must not take the whole session layer down.
+        self.shared
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether the driver is running (for `/healthz`).
+    pub fn is_ready(&self) -> bool {
+        self.shared.driver_alive.load(Ordering::Relaxed)
+    }
+
+    /// The tenant whose API key this is (sha256 compared in constant time against every
+    /// configured hash).
+    pub fn authenticate(&self, key: &str) -> Option<Arc<str>> {
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let mut found = None;
+        for t in self.shared.tenants.values() {
+            for h in &t.key_hashes {
+                let diff = h
+                    .iter()
+                    .zip(digest.iter())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+                if diff == 0 {
+                    found = Some(t.id.clone());
+                }
+            }
+        }
+        found
+    }
+
+    /// `POST /v1/sessions`.
+    pub fn create(&self, tenant: &str, req: CreateSession) -> Result<SessionView, ManagerError> {
+        let t = self
+            .shared
+            .tenants
+            .get(tenant)
+            .ok_or(ManagerError::SessionNotFound)?;
+        if req.call_id.trim().is_empty() || req.rep.trim().is_empty() {
+            return Err(ManagerError::InvalidRequest(
+                "call_id and rep must not be empty".into(),
+            ));
+        }
+        let fields = match req.fields {
+            None => t.fields.clone(),
+            Some(f) => {
+                if f.is_empty() {
+                    return Err(ManagerError::InvalidRequest(
+                        "fields must not be empty".into(),
+                    ));
+                }
+                for (i, name) in f.iter().enumerate() {
+                    if !crate::config::FIELD_NAMES.contains(&name.as_str()) {
+                        return Err(ManagerError::InvalidRequest(format!(
+                            "fields[{i}]: unknown field (pan, expiry, cvv)"
+                        )));
+                    }
+                    if f[..i].contains(name) {
+                        return Err(ManagerError::InvalidRequest(format!(
+                            "fields[{i}]: listed twice"
+                        )));
+                    }
+                }
+                f
+            }
+        };
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let active = inner
+            .sessions
+            .values()
+            .filter(|e| !e.session.state.is_terminal())
+            .count();
+        if active >= self.shared.options.max_sessions {
+            return Err(ManagerError::AtCapacity);
+        }
+        let id: SessionId =
+            format!("ses_{}", Alphanumeric.sample_string(&mut rand::rng(), 20)).into();
+        let pool = inner
+            .pools
+            .get_mut(tenant)
+            .ok_or(ManagerError::NoDnisAvailable)?;
+        let dnis = pool
+            .allocate(id.clone(), now)
+            .ok_or(ManagerError::NoDnisAvailable)?;
+        let expires_at = (chrono::Utc::now()
+            + chrono::Duration::from_std(self.shared.ttl).unwrap_or_default())
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut session = Session::new(
+            id.clone(),
+            t.id.clone(),
+            dnis,
+            req.call_id,
+            req.rep,
+            &fields,
+            now + self.shared.ttl,
+            expires_at,
+        );
+        let mut actions = session.securing();
+        match t.adapter.secure() {
+            SecureOutcome::Done => actions.extend(session.secured()),
+            SecureOutcome::Failed(reason) => {
+                actions.extend(session.end(now, SessionState::Failed, reason))
+            }
+        }
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        inner.sessions.insert(
+            id.clone(),
+            Entry {
+                session,
+                bridge: None,
+                events,
+            },
+        );
+        tracing::info!(session = %id, tenant, "session created");
+        self.apply(&mut inner, &id, actions, now);
+        let view = inner
+            .sessions
+            .get(&id)
+            .map(|e| e.session.view(YearMonth::now()))
+            .ok_or(ManagerError::SessionNotFound);
+        self.update_gauges(&inner);
+        view
+    }
+
+    fn with_session<R>(
+        &self,
+        tenant: &str,
+        id: &str,
+        f: impl FnOnce(&SessionManager, &mut Inner, &SessionId, Instant) -> Result<R, ManagerError>,
+    ) -> Result<R, ManagerError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let sid = match inner.sessions.get_key_value(id) {
+            Some((k, e)) if &*e.session.tenant == tenant => k.clone(),
+            _ => return Err(ManagerError::SessionNotFound),
+        };
+        let r = f(self, &mut inner, &sid, now);
+        self.update_gauges(&inner);
+        r
+    }
+
+    fn view_of(inner: &Inner, id: &SessionId) -> Result<SessionView, ManagerError> {
+        inner
+            .sessions
+            .get(id)
+            .map(|e| e.session.view(YearMonth::now()))
+            .ok_or(ManagerError::SessionNotFound)
+    }
+
+    /// `GET /v1/sessions/{id}` (another tenant's session is not found).
+    pub fn get(&self, tenant: &str, id: &str) -> Result<SessionView, ManagerError> {
+        self.with_session(tenant, id, |_, inner, sid, _| Self::view_of(inner, sid))
+    }
+
+    /// The current `state` event and a receiver for what follows.
+    pub fn subscribe(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<(Event, broadcast::Receiver<Arc<Event>>), ManagerError> {
+        self.with_session(tenant, id, |_, inner, sid, _| {
+            let e = inner
+                .sessions
+                .get(sid)
+                .ok_or(ManagerError::SessionNotFound)?;
+            Ok((
+                Event::new(sid, e.session.state_event()),
+                e.events.subscribe(),
+            ))
+        })
+    }
+
+    /// `POST .../fields/{name}/activate`.
+    pub fn activate(
+        &self,
+        tenant: &str,
+        id: &str,
+        field: &str,
+    ) -> Result<SessionView, ManagerError> {
+        self.field_op(tenant, id, |s, today| s.activate(field, today))
+    }
+
+    /// `POST .../fields/{name}/reset`.
+    pub fn reset(&self, tenant: &str, id: &str, field: &str) -> Result<SessionView, ManagerError> {
+        self.field_op(tenant, id, |s, today| s.reset(field, today))
+    }
+
+    fn field_op(
+        &self,
+        tenant: &str,
+        id: &str,
+        op: impl FnOnce(&mut Session, YearMonth) -> Result<Vec<Action>, UnknownField>,
+    ) -> Result<SessionView, ManagerError> {
+        self.with_session(tenant, id, |m, inner, sid, now| {
+            let e = inner
+                .sessions
+                .get_mut(sid)
+                .ok_or(ManagerError::SessionNotFound)?;
+            let actions =
+                op(&mut e.session, YearMonth::now()).map_err(|_| ManagerError::UnknownField)?;
+            m.apply(inner, sid, actions, now);
+            Self::view_of(inner, sid)
+        })
+    }
+
+    /// `DELETE /v1/sessions/{id}`: end the session and hang up its legs.
+    pub fn delete(&self, tenant: &str, id: &str) -> Result<SessionView, ManagerError> {
+        self.with_session(tenant, id, |m, inner, sid, now| {
+            let e = inner
+                .sessions
+                .get_mut(sid)
+                .ok_or(ManagerError::SessionNotFound)?;
+            let actions = e.session.end(now, SessionState::Ended, "deleted");
+            m.apply(inner, sid, actions, now);
+            Self::view_of(inner, sid)
+        })
+    }
+
+    /// A media event from a bridge.
+    pub fn handle_media(&self, ev: MediaEvent) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let (sid, actions) = match ev {
+            MediaEvent::Digit { session, digit, .. } => {
+                let Some(e) = inner.sessions.get_mut(&session) else {
+                    return;
+                };
+                let a = e.session.digit(digit, YearMonth::now());
+                (session, a)
+            }
+            MediaEvent::RtpTimeout { session, role } => {
+                let Some(e) = inner.sessions.get_mut(&session) else {
+                    return;
+                };
+                tracing::info!(session = %session, role = %role, "rtp timeout");
+                let a = e.session.rtp_timeout(role, now);
+                (session, a)
+            }
+        };
+        self.apply(&mut inner, &sid, actions, now);
+        self.update_gauges(&inner);
+    }
+
+    /// Time passes: DNIS TTLs end sessions; ended sessions are forgotten after `linger`.
+    pub fn tick(&self, now: Instant) {
+        let mut inner = self.lock();
+        let ids: Vec<SessionId> = inner.sessions.keys().cloned().collect();
+        let linger = self.shared.options.linger;
+        for id in ids {
+            let Some(e) = inner.sessions.get_mut(&id) else {
+                continue;
+            };
+            let actions = e.session.tick(now);
+            if !actions.is_empty() {
+                tracing::info!(session = %id, "dnis expired before both legs arrived");
+                self.apply(&mut inner, &id, actions, now);
+            }
+            let gone = inner
+                .sessions
+                .get(&id)
+                .and_then(|e| e.session.ended_at)
+                .is_some_and(|t| now >= t + linger);
+            if gone {
+                inner.sessions.remove(&id);
+            }
+        }
+        self.update_gauges(&inner);
+    }
+
+    /// Counts for health and leak checks, at `now` (quarantine is measured against it).
+    pub fn stats(&self, now: Instant) -> ManagerStats {
+        let mut inner = self.lock();
+        let mut dnis_available = 0;
+        let mut dnis_total = 0;
+        for p in inner.pools.values_mut() {
+            dnis_available += p.available(now);
+            dnis_total += p.total();
+        }
+        ManagerStats {
+            sessions: inner.sessions.len(),
+            active: inner
+                .sessions
+                .values()
+                .filter(|e| !e.session.state.is_terminal())
+                .count(),
+            bridges: inner
+                .sessions
+                .values()
+                .filter(|e| e.bridge.is_some())
+                .count(),
+            dnis_available,
+            dnis_total,
+            ports_available: self.shared.ports.available(),
+        }
+    }
+
+    fn apply(&self, inner: &mut Inner, id: &SessionId, actions: Vec<Action>, now: Instant) {
+        for action in actions {
+            match action {
+                Action::HangUp(role) => {
+                    let _ = self.shared.trunk.send(TrunkCommand::HangUp {
+                        session: id.clone(),
+                        role,
+                    });
+                }
+                Action::DropBridge => {
+                    if let Some(e) = inner.sessions.get_mut(id) {
+                        e.bridge = None;
+                    }
+                }
+                Action::ReleaseDnis => {
+                    if let Some(e) = inner.sessions.get(id) {
+                        let (tenant, dnis) = (e.session.tenant.clone(), e.session.dnis.clone());
+                        if let Some(p) = inner.pools.get_mut(&tenant) {
+                            p.release(&dnis, id, now);
+                        }
+                    }
+                }
+                Action::Emit(body) => {
+                    if let Some(e) = inner.sessions.get(id) {
+                        if let EventBody::State { state, reason } = &body {
+                            tracing::info!(session = %id, state = ?state, reason = ?reason, "session state");
+                        }
+                        let _ = e.events.send(Arc::new(Event::new(id, body)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn update_gauges(&self, inner: &Inner) {
+        let mut active = 0usize;
+        let mut legs = 0usize;
+        for e in inner.sessions.values() {
+            if !e.session.state.is_terminal() {
+                active += 1;
+            }
+            for r in [LegRole::Rep, LegRole::Customer] {
+                if e.session.leg(r) == LegState::Up {
+                    legs += 1;
+                }
+            }
+        }
+        metrics::gauge!("tonewall_sessions_active").set(active as f64);
+        metrics::gauge!("tonewall_legs_active").set(legs as f64);
+    }
+}
+
+impl SessionDriver {
+    /// Run until the process ends: media events in, a timer tick every
+    /// `ManagerOptions::tick`.
+    pub async fn run(mut self) {
+        let shared = self.manager.shared.clone();
+        shared.driver_alive.store(true, Ordering::Relaxed);
+        let mut tick = tokio::time::interval(shared.options.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = self.media_rx.recv() => match ev {
+                    Some(ev) => self.manager.handle_media(ev),
+                    None => break,
+                },
+                _ = tick.tick() => self.manager.tick(Instant::now()),
+            }
+        }
+        shared.driver_alive.store(false, Ordering::Relaxed);
+    }
+}
