@@ -10,7 +10,12 @@ use common::uac::{Conn, Leg};
 use common::{Server, ServerOpts, API_KEY};
 use serde_json::{json, Value};
 
-async fn api(server: &Server, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn api(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let client = reqwest::Client::new();
     let mut req = client
         .request(method, format!("{}{}", server.http, path))
@@ -40,7 +45,13 @@ async fn create(server: &Server) -> (String, String) {
 
 async fn wait_state(server: &Server, id: &str, want: &str) -> Value {
     for _ in 0..200 {
-        let (_, s) = api(server, reqwest::Method::GET, &format!("/v1/sessions/{id}"), None).await;
+        let (_, s) = api(
+            server,
+            reqwest::Method::GET,
+            &format!("/v1/sessions/{id}"),
+            None,
+        )
+        .await;
         if s["state"] == want {
             return s;
         }
@@ -110,22 +121,38 @@ async fn tcp_rep_udp_customer_transcode_hold_resume_and_delete() {
     let mut rep = Leg::dial(Conn::tcp(target).await, target, &dnis, 8, "PCMA").await;
     assert!(rep.answer.contains("PCMA"), "rep answer: {}", rep.answer);
     let mut cust = Leg::dial(Conn::udp(target).await, target, &dnis, 0, "PCMU").await;
-    assert!(cust.answer.contains("PCMU"), "customer answer: {}", cust.answer);
+    assert!(
+        cust.answer.contains("PCMU"),
+        "customer answer: {}",
+        cust.answer
+    );
     wait_state(&server, &id, "bridged").await;
 
     // Customer -> rep: PCMU in, PCMA out, same sound; an RFC 4733 press in between is dropped.
     for i in 0..20u16 {
-        cust.send_rtp(0, 100 + i, 1000 + 160 * u32::from(i), 0xC0FFEE, false, &ulaw_frame(i as usize))
-            .await;
+        cust.send_rtp(
+            0,
+            100 + i,
+            1000 + 160 * u32::from(i),
+            0xC0FFEE,
+            false,
+            &ulaw_frame(i as usize),
+        )
+        .await;
         if i == 10 {
-            cust.send_rtp(101, 1100, 2600, 0xC0FFEE, true, &[5, 10, 0, 160]).await;
-            cust.send_rtp(101, 1101, 2600, 0xC0FFEE, false, &[5, 0x8a, 0, 160]).await;
+            cust.send_rtp(101, 1100, 2600, 0xC0FFEE, true, &[5, 10, 0, 160])
+                .await;
+            cust.send_rtp(101, 1101, 2600, 0xC0FFEE, false, &[5, 0x8a, 0, 160])
+                .await;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let got = rep.recv_rtp(Duration::from_millis(400)).await;
     let relayed: Vec<_> = got.iter().filter(|p| p.payload.len() == 160).collect();
-    assert!(got.iter().all(|p| p.pt == 8), "rep gets PCMA only (no telephone-event)");
+    assert!(
+        got.iter().all(|p| p.pt == 8),
+        "rep gets PCMA only (no telephone-event)"
+    );
     // Find our frames by sound: decode both laws and compare.
     let mut matched = 0;
     for i in 0..20usize {
@@ -151,44 +178,71 @@ async fn tcp_rep_udp_customer_transcode_hold_resume_and_delete() {
     assert!(answer.contains("a=recvonly"), "hold answer: {answer}");
     let _ = cust.recv_rtp(Duration::from_millis(100)).await; // drain in-flight packets
     for i in 0..10u16 {
-        rep.send_rtp(8, 500 + i, 160 * u32::from(i), 0xBEEF, false, &[0xd5; 160]).await;
+        rep.send_rtp(8, 500 + i, 160 * u32::from(i), 0xBEEF, false, &[0xd5; 160])
+            .await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let during_hold = cust.recv_rtp(Duration::from_millis(200)).await;
-    assert!(during_hold.is_empty(), "nothing sent to a leg on hold: {}", during_hold.len());
+    assert!(
+        during_hold.is_empty(),
+        "nothing sent to a leg on hold: {}",
+        during_hold.len()
+    );
     // Resume.
     let answer = cust.reinvite(0, "PCMU", "sendrecv").await;
-    assert!(answer.contains("a=sendrecv") || !answer.contains("a=recvonly"), "{answer}");
+    assert!(
+        answer.contains("a=sendrecv") || !answer.contains("a=recvonly"),
+        "{answer}"
+    );
     for i in 10..20u16 {
-        rep.send_rtp(8, 500 + i, 160 * u32::from(i), 0xBEEF, false, &[0xd5; 160]).await;
+        rep.send_rtp(8, 500 + i, 160 * u32::from(i), 0xBEEF, false, &[0xd5; 160])
+            .await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let after = cust.recv_rtp(Duration::from_millis(200)).await;
-    assert!(after.len() >= 5, "relay resumes after hold: {}", after.len());
+    assert!(
+        after.len() >= 5,
+        "relay resumes after hold: {}",
+        after.len()
+    );
     assert!(after.iter().all(|p| p.pt == 0), "customer gets PCMU");
 
     // DELETE ends the session and hangs up both legs.
-    let (st, s) = api(&server, reqwest::Method::DELETE, &format!("/v1/sessions/{id}"), None).await;
+    let (st, s) = api(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/v1/sessions/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(st, 200, "{s}");
     assert!(rep.expect_bye(Duration::from_secs(5)).await, "rep got BYE");
-    assert!(cust.expect_bye(Duration::from_secs(5)).await, "customer got BYE");
+    assert!(
+        cust.expect_bye(Duration::from_secs(5)).await,
+        "customer got BYE"
+    );
     wait_state(&server, &id, "ended").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtp_timeout_ends_the_session() {
-    let server = Server::start(ServerOpts {
-        extra: String::new(),
-        ..ServerOpts::default()
-    }
-    .with_rtp_timeout(1));
+    let server = Server::start(
+        ServerOpts {
+            extra: String::new(),
+            ..ServerOpts::default()
+        }
+        .with_rtp_timeout(1),
+    );
     let (id, dnis) = create(&server).await;
     let target: std::net::SocketAddr = server.sip_target().parse().expect("addr");
     let mut rep = Leg::dial(Conn::udp(target).await, target, &dnis, 0, "PCMU").await;
     let mut cust = Leg::dial(Conn::udp(target).await, target, &dnis, 0, "PCMU").await;
     wait_state(&server, &id, "bridged").await;
     // Nobody sends RTP: after rtp_timeout_s both legs are hung up.
-    assert!(cust.expect_bye(Duration::from_secs(5)).await, "customer got BYE");
+    assert!(
+        cust.expect_bye(Duration::from_secs(5)).await,
+        "customer got BYE"
+    );
     assert!(rep.expect_bye(Duration::from_secs(5)).await, "rep got BYE");
     let s = wait_state(&server, &id, "ended").await;
     assert_eq!(s["legs"]["rep"]["state"], "ended");
@@ -238,7 +292,8 @@ async fn thousand_sessions_leave_nothing_behind() {
         after = metrics(&server).await;
         if metric(&after, "tonewall_sessions_active") == 0.0
             && metric(&after, "tonewall_legs_active") == 0.0
-            && metric(&after, "tonewall_rtp_ports_free") == metric(&before, "tonewall_rtp_ports_free")
+            && metric(&after, "tonewall_rtp_ports_free")
+                == metric(&before, "tonewall_rtp_ports_free")
         {
             break;
         }
@@ -270,5 +325,8 @@ async fn thousand_sessions_leave_nothing_behind() {
         rss_after < rss_before + 16.0 * 1024.0 * 1024.0,
         "memory back near where it started: {rss_before} -> {rss_after}"
     );
-    assert!(metric(&after, "tonewall_sip_requests_total") > 0.0 || after.contains("tonewall_sip_requests_total"));
+    assert!(
+        metric(&after, "tonewall_sip_requests_total") > 0.0
+            || after.contains("tonewall_sip_requests_total")
+    );
 }

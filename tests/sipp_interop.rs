@@ -73,7 +73,10 @@ impl Api {
             if pred(&s) {
                 return s;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {s}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {s}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -102,7 +105,9 @@ fn collect_sse(api: &Api, id: &str) -> (Arc<Mutex<String>>, tokio::task::JoinHan
         .get(format!("{}/v1/sessions/{id}/events", api.http))
         .bearer_auth(API_KEY);
     let task = tokio::spawn(async move {
-        let Ok(mut resp) = req.send().await else { return };
+        let Ok(mut resp) = req.send().await else {
+            return;
+        };
         while let Ok(Some(chunk)) = resp.chunk().await {
             out.lock()
                 .expect("lock")
@@ -175,7 +180,10 @@ async fn sipp_legs_are_bridged_and_rfc4733_digits_masked() {
     let session = api.create().await;
     let id = session["id"].as_str().expect("id").to_string();
     let dnis = session["dnis"].as_str().expect("dnis").to_string();
-    assert!(dnis.starts_with("+6139000100"), "dnis from the pool: {dnis}");
+    assert!(
+        dnis.starts_with("+6139000100"),
+        "dnis from the pool: {dnis}"
+    );
     let (sse, sse_task) = collect_sse(&api, &id);
 
     // The representative: SIPp signalling, media to a socket we own.
@@ -189,7 +197,17 @@ async fn sipp_legs_are_bridged_and_rfc4733_digits_masked() {
         &common::scenario("rep_uac.xml"),
         &target,
         &dnis,
-        &["-key", "rtp_port", &rep_port, "-key", "codec_pt", "0", "-key", "codec_name", "PCMU"],
+        &[
+            "-key",
+            "rtp_port",
+            &rep_port,
+            "-key",
+            "codec_pt",
+            "0",
+            "-key",
+            "codec_name",
+            "PCMU",
+        ],
     );
     api.wait_for(&id, "rep leg up", |s| s["legs"]["rep"]["state"] == "up")
         .await;
@@ -197,8 +215,15 @@ async fn sipp_legs_are_bridged_and_rfc4733_digits_masked() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     {
         let h = heard.lock().expect("lock");
-        assert!(h.packets.len() >= 5, "parked leg gets silence: {}", h.packets.len());
-        assert!(h.packets.iter().all(|(pt, p)| *pt == 0 && p.iter().all(|b| *b == 0xff)));
+        assert!(
+            h.packets.len() >= 5,
+            "parked leg gets silence: {}",
+            h.packets.len()
+        );
+        assert!(h
+            .packets
+            .iter()
+            .all(|(pt, p)| *pt == 0 && p.iter().all(|b| *b == 0xff)));
     }
 
     // The customer: SIPp playing audio and the card digits as RFC 4733.
@@ -216,10 +241,20 @@ async fn sipp_legs_are_bridged_and_rfc4733_digits_masked() {
         &target,
         &dnis,
         &[
-            "-key", "pcap", pcap_path.to_str().expect("path"),
-            "-key", "hold_ms", &(play_ms + 2500).to_string(),
-            "-key", "codec_pt", "0", "-key", "codec_name", "PCMU",
-            "-mp", &common::free_port_block(4).to_string(),
+            "-key",
+            "pcap",
+            pcap_path.to_str().expect("path"),
+            "-key",
+            "hold_ms",
+            &(play_ms + 2500).to_string(),
+            "-key",
+            "codec_pt",
+            "0",
+            "-key",
+            "codec_name",
+            "PCMU",
+            "-mp",
+            &common::free_port_block(4).to_string(),
         ],
     );
     let s = api
@@ -229,7 +264,11 @@ async fn sipp_legs_are_bridged_and_rfc4733_digits_masked() {
 
     // Garbage on the SIP port and on tonewall's RTP port changes nothing.
     let junk = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    for g in [&b"\x00\x01garbage"[..], b"INVITE nonsense\r\n\r\n", &[0xffu8; 300]] {
+    for g in [
+        &b"\x00\x01garbage"[..],
+        b"INVITE nonsense\r\n\r\n",
+        &[0xffu8; 300],
+    ] {
         let _ = junk.send_to(g, &target);
         if let Some(to) = heard.lock().expect("lock").tonewall {
             let _ = junk.send_to(g, to);
@@ -237,7 +276,9 @@ async fn sipp_legs_are_bridged_and_rfc4733_digits_masked() {
     }
 
     let s = api
-        .wait_for(&id, "all digits", |s| s["fields"]["cvv"]["complete"] == true)
+        .wait_for(&id, "all digits", |s| {
+            s["fields"]["cvv"]["complete"] == true
+        })
         .await;
     assert_eq!(s["state"], "bridged", "{s}");
     assert_eq!(s["fields"]["pan"]["masked"], "************4677");
@@ -263,25 +304,29 @@ async fn sipp_legs_are_bridged_and_rfc4733_digits_masked() {
 
     // What the representative heard: our audio, byte for byte, and no telephone-event.
     rep_task.abort();
-    let h = heard.lock().expect("lock");
-    let events = h.packets.iter().filter(|(pt, _)| *pt == 101).count();
-    assert_eq!(events, 0, "telephone-event packets reached the representative");
-    assert!(
-        h.packets.iter().all(|(_, p)| p.len() == 160),
-        "every packet the rep got is a 20 ms G.711 frame"
-    );
-    let frames: Vec<[u8; 160]> = (0..stream.audio_packets).map(pcap::audio_frame).collect();
-    let relayed = h
-        .packets
-        .iter()
-        .filter(|(pt, p)| *pt == 0 && frames.iter().any(|f| f[..] == p[..]))
-        .count();
-    assert!(
-        relayed * 100 >= stream.audio_packets * 95,
-        "customer audio relayed: {relayed} of {}",
-        stream.audio_packets
-    );
-    drop(h);
+    {
+        let h = heard.lock().expect("lock");
+        let events = h.packets.iter().filter(|(pt, _)| *pt == 101).count();
+        assert_eq!(
+            events, 0,
+            "telephone-event packets reached the representative"
+        );
+        assert!(
+            h.packets.iter().all(|(_, p)| p.len() == 160),
+            "every packet the rep got is a 20 ms G.711 frame"
+        );
+        let frames: Vec<[u8; 160]> = (0..stream.audio_packets).map(pcap::audio_frame).collect();
+        let relayed = h
+            .packets
+            .iter()
+            .filter(|(pt, p)| *pt == 0 && frames.iter().any(|f| f[..] == p[..]))
+            .count();
+        assert!(
+            relayed * 100 >= stream.audio_packets * 95,
+            "customer audio relayed: {relayed} of {}",
+            stream.audio_packets
+        );
+    }
 
     let metrics = api.text("/metrics").await;
     let masked: f64 = metrics
@@ -295,10 +340,19 @@ async fn sipp_legs_are_bridged_and_rfc4733_digits_masked() {
     // Nothing the server wrote carries the card number.
     sse_task.abort();
     let sse = sse.lock().expect("lock").clone();
-    assert!(sse.contains("\"type\":\"digit\"") || sse.contains("digit"), "SSE saw digits: {sse}");
+    assert!(
+        sse.contains("\"type\":\"digit\"") || sse.contains("digit"),
+        "SSE saw digits: {sse}"
+    );
     let log = server.stop();
-    assert!(log.contains("DEBUG") || log.contains("debug"), "debug logs captured");
-    let everything = format!("{log}\n{sse}\n{}\n{metrics}", api.seen.lock().expect("lock"));
+    assert!(
+        log.contains("DEBUG") || log.contains("debug"),
+        "debug logs captured"
+    );
+    let everything = format!(
+        "{log}\n{sse}\n{}\n{metrics}",
+        api.seen.lock().expect("lock")
+    );
     assert_no_card_data(&everything);
 }
 
@@ -307,8 +361,14 @@ async fn expect_refused(server: &Server, dnis: &str, code: u16) {
     let target = server.sip_target();
     let dnis = dnis.to_string();
     let (ok, out) = tokio::task::spawn_blocking(move || {
-        Sipp::start("probe", &sf, &target, &dnis, &["-mp", &common::free_port_block(4).to_string()])
-            .wait(Duration::from_secs(20))
+        Sipp::start(
+            "probe",
+            &sf,
+            &target,
+            &dnis,
+            &["-mp", &common::free_port_block(4).to_string()],
+        )
+        .wait(Duration::from_secs(20))
     })
     .await
     .expect("join");
@@ -350,9 +410,20 @@ async fn sipp_rejections_unknown_third_leg_and_capacity() {
         &common::scenario("rep_uac.xml"),
         &target,
         &dnis,
-        &["-key", "rtp_port", &rep_port, "-key", "codec_pt", "0", "-key", "codec_name", "PCMU"],
+        &[
+            "-key",
+            "rtp_port",
+            &rep_port,
+            "-key",
+            "codec_pt",
+            "0",
+            "-key",
+            "codec_name",
+            "PCMU",
+        ],
     );
-    api.wait_for(&id, "rep up", |s| s["legs"]["rep"]["state"] == "up").await;
+    api.wait_for(&id, "rep up", |s| s["legs"]["rep"]["state"] == "up")
+        .await;
     // A second session while the port pool is exhausted: its customer gets 503.
     let s2 = api.create().await;
     let dnis2 = s2["dnis"].as_str().expect("dnis").to_string();
@@ -368,13 +439,24 @@ async fn sipp_rejections_unknown_third_leg_and_capacity() {
         &target,
         &dnis,
         &[
-            "-key", "pcap", pcap_path.to_str().expect("path"),
-            "-key", "hold_ms", "4000",
-            "-key", "codec_pt", "8", "-key", "codec_name", "PCMA",
-            "-mp", &common::free_port_block(4).to_string(),
+            "-key",
+            "pcap",
+            pcap_path.to_str().expect("path"),
+            "-key",
+            "hold_ms",
+            "4000",
+            "-key",
+            "codec_pt",
+            "8",
+            "-key",
+            "codec_name",
+            "PCMA",
+            "-mp",
+            &common::free_port_block(4).to_string(),
         ],
     );
-    api.wait_for(&id, "bridged", |s| s["state"] == "bridged").await;
+    api.wait_for(&id, "bridged", |s| s["state"] == "bridged")
+        .await;
     // 486: a third INVITE on a bridged DNIS, with an alarm.
     expect_refused(&server, &dnis, 486).await;
     let (ok, out) = tokio::task::spawn_blocking(move || customer.wait(Duration::from_secs(30)))
@@ -419,7 +501,12 @@ async fn sipp_rejections_forbidden_peer_and_expired_dnis() {
     let id = s["id"].as_str().expect("id").to_string();
     // The DNIS expires when no leg arrives in time.
     let s = api
-        .wait_for(&id, "expiry", |s| s["state"] == "failed" || s["state"] == "ended")
+        .wait_for(&id, "expiry", |s| {
+            s["state"] == "failed" || s["state"] == "ended"
+        })
         .await;
-    assert!(s.get("reason").is_some(), "expired session has a reason: {s}");
+    assert!(
+        s.get("reason").is_some(),
+        "expired session has a reason: {s}"
+    );
 }

@@ -76,6 +76,14 @@ impl DnisPool {
         self.numbers.len()
     }
 
+    /// Numbers allocated to a session now (neither free nor quarantined).
+    pub fn in_use(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s, Slot::InUse(_)))
+            .count()
+    }
+
     /// Numbers that can be allocated at `now`.
     pub fn available(&mut self, now: Instant) -> usize {
         self.expire_quarantine(now);

@@ -96,6 +96,8 @@ pub struct ManagerStats {
     pub dnis_available: usize,
     /// DNIS numbers in all.
     pub dnis_total: usize,
+    /// DNIS numbers held by a session now.
+    pub dnis_allocated: usize,
     /// RTP port pairs free now.
     pub ports_available: usize,
 }
@@ -518,9 +520,11 @@ impl SessionManager {
         let mut inner = self.lock();
         let mut dnis_available = 0;
         let mut dnis_total = 0;
+        let mut dnis_allocated = 0;
         for p in inner.pools.values_mut() {
             dnis_available += p.available(now);
             dnis_total += p.total();
+            dnis_allocated += p.in_use();
         }
         ManagerStats {
             sessions: inner.sessions.len(),
@@ -536,6 +540,7 @@ impl SessionManager {
                 .count(),
             dnis_available,
             dnis_total,
+            dnis_allocated,
             ports_available: self.shared.ports.available(),
         }
     }

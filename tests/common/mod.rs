@@ -25,7 +25,9 @@ pub fn key_hash(key: &str) -> String {
 /// A UDP+TCP port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     for _ in 0..200 {
-        let Ok(t) = TcpListener::bind("127.0.0.1:0") else { continue };
+        let Ok(t) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
         let Ok(addr) = t.local_addr() else { continue };
         if UdpSocket::bind(addr).is_ok() {
             return addr.port();
@@ -37,7 +39,7 @@ pub fn free_port() -> u16 {
 /// A free even-aligned block of `n` UDP ports (for `media.ports`).
 pub fn free_port_block(n: u16) -> u16 {
     'outer: for _ in 0..200 {
-        let base = 20000 + (rand_u16() % 20000) & !1;
+        let base = (20000 + (rand_u16() % 20000)) & !1;
         for p in base..base + n {
             if UdpSocket::bind(("127.0.0.1", p)).is_err() {
                 continue 'outer;
@@ -230,7 +232,10 @@ fn reqwest_blocking_get(url: &str) -> std::io::Result<u16> {
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let mut s = std::net::TcpStream::connect(host)?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
     buf.split_whitespace()
@@ -275,7 +280,16 @@ impl Sipp {
         cmd.arg(target)
             .arg("-sf")
             .arg(sf)
-            .args(["-s", service, "-m", "1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args([
+                "-s",
+                service,
+                "-m",
+                "1",
+                "-i",
+                "127.0.0.1",
+                "-mi",
+                "127.0.0.1",
+            ])
             .args(["-timeout", "60", "-timeout_error", "-nostdin"])
             .args(["-p", &free_port().to_string()])
             .args(args)

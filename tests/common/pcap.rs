@@ -53,7 +53,7 @@ pub fn linear_to_ulaw(sample: i16) -> u8 {
         mask >>= 1;
     }
     let mant = (s >> (exp + 3)) & 0x0f;
-    !(sign | (exp << 4) as i32 | mant) as u8
+    !(sign | (exp << 4) | mant) as u8
 }
 
 impl StreamBuilder {
@@ -154,7 +154,9 @@ pub fn write(path: &std::path::Path, packets: &[RtpOut]) -> std::io::Result<()> 
         let ip_len = 20 + udp_len;
         let mut frame = Vec::with_capacity(14 + ip_len);
         frame.extend_from_slice(&[0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 6, 0x08, 0x00]);
-        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
         ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
         let sum = ip_checksum(&ip);
         ip[10..12].copy_from_slice(&sum.to_be_bytes());

@@ -49,12 +49,17 @@ impl Msg {
         let head = self.text.split("\r\n\r\n").next()?;
         head.lines().skip(1).find_map(|l| {
             let (n, v) = l.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     }
 
     pub fn body(&self) -> &str {
-        self.text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+        self.text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or("")
     }
 
     pub fn is_request(&self, method: &str) -> bool {
@@ -121,7 +126,10 @@ impl Conn {
 
     /// The next message, or `None` after `wait`.
     pub async fn recv(&mut self, wait: Duration) -> Option<Msg> {
-        tokio::time::timeout(wait, self.recv_inner()).await.ok().flatten()
+        tokio::time::timeout(wait, self.recv_inner())
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn recv_inner(&mut self) -> Option<Msg> {
@@ -229,8 +237,7 @@ impl Leg {
     /// Dial `dnis` and complete the handshake; panics unless answered 200.
     pub async fn dial(conn: Conn, target: SocketAddr, dnis: &str, pt: u8, codec: &str) -> Leg {
         let local = conn.local();
-        let (mut conn, rtp, resp, call_id, from_tag) =
-            invite_raw(conn, target, dnis, pt, codec).await;
+        let (conn, rtp, resp, call_id, from_tag) = invite_raw(conn, target, dnis, pt, codec).await;
         assert_eq!(resp.status(), Some(200), "INVITE answered: {}", resp.text);
         let to = resp.header("To").expect("To");
         let to_tag = to
@@ -335,7 +342,15 @@ impl Leg {
     }
 
     /// Send one RTP packet to tonewall from our RTP socket.
-    pub async fn send_rtp(&self, pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) {
+    pub async fn send_rtp(
+        &self,
+        pt: u8,
+        seq: u16,
+        ts: u32,
+        ssrc: u32,
+        marker: bool,
+        payload: &[u8],
+    ) {
         let mut p = Vec::with_capacity(12 + payload.len());
         p.push(0x80);
         p.push(pt | if marker { 0x80 } else { 0 });
