@@ -91,7 +91,7 @@ impl EventDedup {
             ts,
             event: ev.event,
         };
-        if self.recent.iter().any(|s| *s == Some(key)) {
+        if self.recent.contains(&Some(key)) {
             return EventOutcome::Known;
         }
         if let Some((nssrc, nts)) = self.newest {
