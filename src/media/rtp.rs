@@ -295,13 +295,13 @@ mod tests {
             RtpPacket::new_checked(&v[..]).err(),
             Some(RtpError::BadVersion)
         );
-        let mut v = vec![0u8; 12];
+        let mut v = [0u8; 12];
         v[0] = 0x8f; // 15 CSRCs that are not there
         assert_eq!(
             RtpPacket::new_checked(&v[..]).err(),
             Some(RtpError::BadLength)
         );
-        let mut v = vec![0u8; 14];
+        let mut v = [0u8; 14];
         v[0] = 0x90; // extension header missing
         assert!(RtpPacket::new_checked(&v[..]).is_err());
         let mut v = sample();
