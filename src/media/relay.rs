@@ -474,4 +474,19 @@ mod tests {
         let mut e = te(96, 1, 0, 7, 1, false);
         assert_eq!(nte.step(&mut e, t0), Step::Drop(DropReason::NoEventPt));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_datagrams_never_panic(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            strip in proptest::prelude::any::<bool>(),
+        ) {
+            let mut r = Relay::new(PCMU, PCMA, strip, 1, 0, 0);
+            let mut d = data.clone();
+            if let Step::Forward { payload } = r.step(&mut d, Instant::now()) {
+                proptest::prop_assert!(payload.end <= d.len());
+                proptest::prop_assert_eq!(d.len(), data.len());
+            }
+        }
+    }
 }

@@ -7,7 +7,9 @@
 //! that arrives, whichever that is (the start may be lost). A later press has a later
 //! timestamp, even with the same key; comparisons use serial-number arithmetic, so the
 //! 32-bit timestamp may wrap. A packet of an older press that was never seen (it arrives
-//! after a newer press started) is ignored rather than reported out of order.
+//! after a newer press started) is ignored rather than reported out of order. The segments
+//! of a long-duration event (RFC 4733 §2.5.1.3: a new timestamp right where a maximal-
+//! duration segment without end bit stops) are one press.
 //!
 //! Must never: allocate, read the clock, or format a digit.
 
@@ -72,7 +74,14 @@ pub struct EventDedup {
     next: usize,
     /// (SSRC, timestamp) of the newest press.
     newest: Option<(u32, u32)>,
+    /// Event code, longest duration seen and end bit of the newest press's segment.
+    newest_event: u8,
+    newest_duration: u16,
+    newest_ended: bool,
 }
+
+/// A segment this long is a long-duration event split by the sender (RFC 4733 §2.5.1.3).
+const SEGMENT_MIN: u16 = 0xFF00;
 
 /// `a` is strictly before `b` in 32-bit serial-number arithmetic.
 pub fn ts_before(a: u32, b: u32) -> bool {
@@ -92,17 +101,35 @@ impl EventDedup {
             event: ev.event,
         };
         if self.recent.contains(&Some(key)) {
+            if self.newest == Some((ssrc, ts)) {
+                self.newest_duration = self.newest_duration.max(ev.duration);
+                self.newest_ended |= ev.end;
+            }
             return EventOutcome::Known;
         }
+        let mut continuation = false;
         if let Some((nssrc, nts)) = self.newest {
             if nssrc == ssrc && ts_before(ts, nts) {
                 return EventOutcome::Stale;
             }
+            // the next segment of a long event starts where the previous one ended
+            continuation = nssrc == ssrc
+                && self.newest_event == ev.event
+                && !self.newest_ended
+                && self.newest_duration >= SEGMENT_MIN
+                && ts == nts.wrapping_add(u32::from(self.newest_duration));
         }
         self.recent[self.next] = Some(key);
         self.next = (self.next + 1) % RECENT;
         self.newest = Some((ssrc, ts));
-        EventOutcome::NewPress(Digit::from_event(ev.event))
+        self.newest_event = ev.event;
+        self.newest_duration = ev.duration;
+        self.newest_ended = ev.end;
+        if continuation {
+            EventOutcome::Known
+        } else {
+            EventOutcome::NewPress(Digit::from_event(ev.event))
+        }
     }
 }
 
@@ -211,6 +238,28 @@ mod tests {
         assert_eq!(key(d.on_packet(1, 5000, &ev(8, false, 160))), Some(b'8'));
         assert_eq!(key(d.on_packet(2, 100, &ev(8, false, 160))), Some(b'8'));
         assert_eq!(d.on_packet(1, 5000, &ev(8, true, 800)), EventOutcome::Known);
+    }
+
+    #[test]
+    fn long_event_segments_are_one_press() {
+        let mut d = EventDedup::new();
+        assert_eq!(key(d.on_packet(1, 100, &ev(0, false, 160))), Some(b'0'));
+        assert_eq!(
+            d.on_packet(1, 100, &ev(0, false, 0xFFFF)),
+            EventOutcome::Known
+        );
+        // next segment: timestamp advanced by the previous segment's duration
+        let next = 100 + 0xFFFF;
+        assert_eq!(
+            d.on_packet(1, next, &ev(0, false, 160)),
+            EventOutcome::Known
+        );
+        assert_eq!(d.on_packet(1, next, &ev(0, true, 800)), EventOutcome::Known);
+        // a fresh press after the end is new again
+        assert_eq!(
+            key(d.on_packet(1, next + 5000, &ev(0, false, 160))),
+            Some(b'0')
+        );
     }
 
     #[test]
