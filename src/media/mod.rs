@@ -4,7 +4,12 @@
 //! Must never: allocate, lock or look up a map per packet; format a digit.
 
 pub mod bridge;
+pub mod g711;
+pub mod holdback;
 pub mod ports;
+pub mod relay;
+pub mod rfc4733;
+pub mod rtp;
 
 use std::net::SocketAddr;
 
