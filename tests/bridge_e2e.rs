@@ -129,21 +129,19 @@ async fn tcp_rep_udp_customer_transcode_hold_resume_and_delete() {
     wait_state(&server, &id, "bridged").await;
 
     // Customer -> rep: PCMU in, PCMA out, same sound; an RFC 4733 press in between is dropped.
+    let mut seq = 100u16;
     for i in 0..20u16 {
-        cust.send_rtp(
-            0,
-            100 + i,
-            1000 + 160 * u32::from(i),
-            0xC0FFEE,
-            false,
-            &ulaw_frame(i as usize),
-        )
-        .await;
+        let ts = 1000 + 160 * u32::from(i);
+        let frame = ulaw_frame(i as usize);
+        cust.send_rtp(0, seq, ts, 0xC0FFEE, false, &frame).await;
+        seq += 1;
         if i == 10 {
-            cust.send_rtp(101, 1100, 2600, 0xC0FFEE, true, &[5, 10, 0, 160])
+            // A key press in the same sequence space, as a phone sends it.
+            cust.send_rtp(101, seq, ts, 0xC0FFEE, true, &[5, 10, 0, 160])
                 .await;
-            cust.send_rtp(101, 1101, 2600, 0xC0FFEE, false, &[5, 0x8a, 0, 160])
+            cust.send_rtp(101, seq + 1, ts, 0xC0FFEE, false, &[5, 0x8a, 0, 160])
                 .await;
+            seq += 2;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -320,6 +318,9 @@ async fn thousand_sessions_leave_nothing_behind() {
     );
     let rss_before = metric(&before, "tonewall_memory_rss_bytes");
     let rss_after = metric(&after, "tonewall_memory_rss_bytes");
+    eprintln!(
+        "1000 sessions: rss {rss_before} -> {rss_after} bytes, tasks {tasks_before} -> {tasks_after}"
+    );
     assert!(rss_before > 0.0);
     assert!(
         rss_after < rss_before + 16.0 * 1024.0 * 1024.0,

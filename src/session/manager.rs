@@ -113,7 +113,9 @@ struct TenantInfo {
 struct Entry {
     session: Session,
     bridge: Option<BridgeHandle>,
-    events: broadcast::Sender<Arc<Event>>,
+    /// `None` once the session has ended and its last event is sent: the channel's buffer
+    /// is freed while the session lingers for `GET`.
+    events: Option<broadcast::Sender<Arc<Event>>>,
 }
 
 struct Inner {
@@ -356,7 +358,7 @@ impl SessionManager {
             Entry {
                 session,
                 bridge: None,
-                events,
+                events: Some(events),
             },
         );
         tracing::info!(session = %id, tenant, "session created");
@@ -411,10 +413,12 @@ impl SessionManager {
                 .sessions
                 .get(sid)
                 .ok_or(ManagerError::SessionNotFound)?;
-            Ok((
-                Event::new(sid, e.session.state_event()),
-                e.events.subscribe(),
-            ))
+            let rx = match &e.events {
+                Some(tx) => tx.subscribe(),
+                // Ended: the stream carries the final state and closes.
+                None => broadcast::channel(1).1,
+            };
+            Ok((Event::new(sid, e.session.state_event()), rx))
         })
     }
 
@@ -568,11 +572,18 @@ impl SessionManager {
                     }
                 }
                 Action::Emit(body) => {
-                    if let Some(e) = inner.sessions.get(id) {
+                    if let Some(e) = inner.sessions.get_mut(id) {
+                        let mut last = false;
                         if let EventBody::State { state, reason } = &body {
                             tracing::info!(session = %id, state = ?state, reason = ?reason, "session state");
+                            last = state.is_terminal();
                         }
-                        let _ = e.events.send(Arc::new(Event::new(id, body)));
+                        if let Some(tx) = &e.events {
+                            let _ = tx.send(Arc::new(Event::new(id, body)));
+                        }
+                        if last {
+                            e.events = None;
+                        }
                     }
                 }
             }

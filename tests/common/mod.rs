@@ -334,7 +334,16 @@ impl Sipp {
 pub fn refused_scenario(dir: &Path, code: u16) -> PathBuf {
     let text = std::fs::read_to_string(scenario("invite_expect.xml")).expect("scenario");
     let path = dir.join(format!("invite_expect_{code}.xml"));
-    std::fs::write(&path, text.replace("[expect]", &code.to_string())).expect("write");
+    let mut text = text.replace("[expect]", &code.to_string());
+    if code == 503 {
+        // At capacity the refusal must say when to come back.
+        text = text.replace(
+            "<recv response=\"503\"/>",
+            "<recv response=\"503\"><action><ereg regexp=\"[0-9]+\" search_in=\"hdr\" \
+             header=\"Retry-After:\" check_it=\"true\" assign_to=\"ra\"/></action></recv><Reference variables=\"ra\"/>",
+        );
+    }
+    std::fs::write(&path, text).expect("write");
     path
 }
 
