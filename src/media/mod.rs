@@ -4,6 +4,7 @@
 //! Must never: allocate, lock or look up a map per packet; format a digit.
 
 pub mod bridge;
+pub mod detector;
 pub mod g711;
 pub mod holdback;
 pub mod ports;
