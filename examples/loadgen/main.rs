@@ -360,6 +360,31 @@ fn pct(v: &mut [u64], q: f64) -> Option<u64> {
     v.get(i).copied()
 }
 
+/// Raise the soft open-files limit to the hard one (each leg holds a socket). Returns the
+/// soft limit now in force.
+fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim = want;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
 fn local_ip_for(server: SocketAddr) -> IpAddr {
     let probe = || -> std::io::Result<IpAddr> {
         let bind: SocketAddr = if server.is_ipv6() {
@@ -379,6 +404,13 @@ fn local_ip_for(server: SocketAddr) -> IpAddr {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let fds = raise_fd_limit();
+    if fds < 2 * args.sessions as u64 + 64 && !args.json {
+        eprintln!(
+            "warning: open-files limit {fds} is too low for {} sessions",
+            args.sessions
+        );
+    }
     let shared = Arc::new(Shared::new());
     let n_shards = args.media_threads.max(1);
     let mut shard_tx = Vec::new();
@@ -619,6 +651,13 @@ mod tests {
             Some(0.0)
         );
         assert_eq!(metric_value("", "tonewall_sessions_active"), None);
+    }
+
+    #[test]
+    fn sample_config_parses() {
+        let text = include_str!("../loadgen.toml");
+        let cfg: tonewall::config::Config = toml::from_str(text).expect("examples/loadgen.toml");
+        assert_eq!(cfg.media.ports, "10000-19999");
     }
 
     #[test]
