@@ -457,7 +457,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .await;
         tasks.push(tokio::spawn(run_session(ctx.clone(), i, stop_rx.clone())));
+        let failed = ctx.failed.load(Ordering::Relaxed);
+        if i >= 20 && failed >= 20 && ctx.established.load(Ordering::Relaxed) == 0 {
+            say(format!(
+                "the first {failed} sessions all failed: stopping the ramp"
+            ));
+            break;
+        }
     }
+    let n = tasks.len();
     let setup_deadline = Instant::now() + Duration::from_secs(2 * args.setup_timeout + 15);
     while ctx.established.load(Ordering::Relaxed) + ctx.failed.load(Ordering::Relaxed) < n
         && Instant::now() < setup_deadline
@@ -472,9 +480,19 @@ async fn main() -> anyhow::Result<()> {
         args.duration
     ));
 
-    // Measurement window.
-    let ws = Instant::now() + Duration::from_secs(args.settle);
-    let we = ws + Duration::from_secs(args.duration);
+    // Measurement window (skipped when nothing is up).
+    let settle = if ctx.established.load(Ordering::Relaxed) == 0 {
+        0
+    } else {
+        args.settle
+    };
+    let ws = Instant::now() + Duration::from_secs(settle);
+    let window = if settle == 0 && args.settle > 0 {
+        0
+    } else {
+        args.duration
+    };
+    let we = ws + Duration::from_secs(window);
     let base = shared.start;
     let ns = |t: Instant| t.into_std().saturating_duration_since(base).as_nanos() as u64;
     shared.window_end_ns.store(ns(we), Ordering::Relaxed);
@@ -510,14 +528,14 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Report.
-    let window_s = args.duration as f64;
+    let window_s = window as f64;
     let relayed = ms.c2r.recv_window + ms.r2c.recv_window;
     let server_cpu = srv0.zip(srv1).map(|(a, b)| b - a);
     let minus_hb = |v: Option<f64>| v.map(|x| x - args.holdback_ms as f64);
     let c2r_sum = ms.c2r.latency.summary();
     let mut setup = ctx.setup_ms.lock().map(|v| v.clone()).unwrap_or_default();
     let report = Report {
-        sessions_requested: n,
+        sessions_requested: args.sessions,
         sessions_established: ctx.established.load(Ordering::Relaxed),
         sessions_failed: ctx.failed.load(Ordering::Relaxed),
         failures: ctx.failures.lock().map(|f| f.clone()).unwrap_or_default(),
@@ -554,6 +572,15 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report);
+    }
+    // A non-zero exit for CI: anything failed, leaked, crossed or stayed behind.
+    let clean = report.sessions_failed == 0
+        && report.sessions_established == args.sessions
+        && report.telephone_events_leaked == 0
+        && report.customer_to_rep.misrouted + report.rep_to_customer.misrouted == 0
+        && report.sessions_active_after == Some(0.0);
+    if !clean {
+        std::process::exit(1);
     }
     Ok(())
 }
