@@ -8,6 +8,7 @@
 //! `cargo run --release --example loadgen -- --sessions 100 --duration 20 --pid <pid>`
 
 mod media;
+mod report;
 mod sip;
 mod stats;
 mod uac;
@@ -20,12 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use media::{Cmd, MediaLeg, Role, Shared};
-use stats::{LatencySummary, MediaStats};
+use report::{direction, pct, print_report, Report, Teardown};
+use stats::MediaStats;
 use uac::Endpoint;
 
 #[derive(Parser, Debug, Clone)]
@@ -87,14 +88,6 @@ struct Ctx {
     setup_ms: Mutex<Vec<u64>>,
     ended_by_server: AtomicUsize,
     teardown: Mutex<Teardown>,
-}
-
-#[derive(Default, Serialize, Clone)]
-struct Teardown {
-    bye_ok: usize,
-    bye_failed: usize,
-    partner_hung_up_by_server: usize,
-    partner_hung_up_by_us: usize,
 }
 
 fn fail(ctx: &Ctx, reason: String) {
@@ -293,71 +286,6 @@ fn metric_value(text: &str, name: &str) -> Option<f64> {
         };
         v.split_whitespace().next()?.parse().ok()
     })
-}
-
-#[derive(Serialize)]
-struct Direction {
-    sent_total: u64,
-    received_total: u64,
-    sent_window: u64,
-    received_window: u64,
-    received_unmarked: u64,
-    misrouted: u64,
-    telephone_events_received: u64,
-    loss_pct: f64,
-    latency: LatencySummary,
-}
-
-#[derive(Serialize)]
-struct Report {
-    sessions_requested: usize,
-    sessions_established: usize,
-    sessions_failed: usize,
-    failures: BTreeMap<String, usize>,
-    sessions_ended_by_server: usize,
-    setup_ms_p50: Option<u64>,
-    setup_ms_p99: Option<u64>,
-    window_s: f64,
-    customer_to_rep: Direction,
-    rep_to_customer: Direction,
-    packets_per_s_relayed: f64,
-    holdback_ms: u64,
-    c2r_latency_minus_holdback_p50_ms: Option<f64>,
-    c2r_latency_minus_holdback_p99_ms: Option<f64>,
-    rfc4733_events_sent: u64,
-    telephone_events_leaked: u64,
-    server_cpu_s: Option<f64>,
-    server_cpu_us_per_relayed_packet: Option<f64>,
-    server_cpu_pct: Option<f64>,
-    loadgen_cpu_s: Option<f64>,
-    send_errors: u64,
-    late_ticks: u64,
-    teardown: Teardown,
-    tonewall_requests_in: BTreeMap<String, u64>,
-    sessions_active_after: Option<f64>,
-}
-
-fn direction(d: &stats::DirStats) -> Direction {
-    Direction {
-        sent_total: d.sent_total,
-        received_total: d.recv_total,
-        sent_window: d.sent_window,
-        received_window: d.recv_window,
-        received_unmarked: d.recv_unmarked,
-        misrouted: d.misrouted,
-        telephone_events_received: d.events_received,
-        loss_pct: d.loss_pct(),
-        latency: d.latency.summary(),
-    }
-}
-
-fn pct(v: &mut [u64], q: f64) -> Option<u64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_unstable();
-    let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-    v.get(i).copied()
 }
 
 /// Raise the soft open-files limit to the hard one (each leg holds a socket). Returns the
@@ -585,82 +513,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn opt(v: Option<f64>, unit: &str) -> String {
-    v.map(|x| format!("{x:.2}{unit}"))
-        .unwrap_or_else(|| "n/a".into())
-}
-
-fn print_report(r: &Report) {
-    println!("tonewall loadgen report");
-    println!(
-        "  sessions: {} requested, {} established, {} failed, {} ended early by server",
-        r.sessions_requested, r.sessions_established, r.sessions_failed, r.sessions_ended_by_server
-    );
-    for (why, count) in &r.failures {
-        println!("    failed: {why}: {count}");
-    }
-    println!(
-        "  setup (POST to customer ACK): p50 {} ms, p99 {} ms",
-        r.setup_ms_p50
-            .map(|v| v.to_string())
-            .unwrap_or("n/a".into()),
-        r.setup_ms_p99
-            .map(|v| v.to_string())
-            .unwrap_or("n/a".into())
-    );
-    println!("  window: {:.0} s", r.window_s);
-    for (name, d) in [
-        ("customer->rep", &r.customer_to_rep),
-        ("rep->customer", &r.rep_to_customer),
-    ] {
-        println!(
-            "  {name}: sent {} (window {}), received {} (window {}), loss {:.3}%, unmarked {}, misrouted {}",
-            d.sent_total, d.sent_window, d.received_total, d.received_window, d.loss_pct, d.received_unmarked, d.misrouted
-        );
-        println!(
-            "    latency p50 {} p99 {} max {} ({} samples)",
-            opt(d.latency.p50_ms, " ms"),
-            opt(d.latency.p99_ms, " ms"),
-            opt(d.latency.max_ms, " ms"),
-            d.latency.samples
-        );
-    }
-    println!(
-        "  customer->rep latency minus {} ms hold-back: p50 {} p99 {}",
-        r.holdback_ms,
-        opt(r.c2r_latency_minus_holdback_p50_ms, " ms"),
-        opt(r.c2r_latency_minus_holdback_p99_ms, " ms")
-    );
-    println!("  relayed: {:.0} packets/s", r.packets_per_s_relayed);
-    println!(
-        "  RFC 4733: {} event packets sent, {} leaked to the rep",
-        r.rfc4733_events_sent, r.telephone_events_leaked
-    );
-    println!(
-        "  server CPU: {} in window ({} of one core), {} per relayed packet",
-        opt(r.server_cpu_s, " s"),
-        opt(r.server_cpu_pct, "%"),
-        opt(r.server_cpu_us_per_relayed_packet, " µs")
-    );
-    println!(
-        "  loadgen CPU: {} in window; send errors {}, late ticks {}",
-        opt(r.loadgen_cpu_s, " s"),
-        r.send_errors,
-        r.late_ticks
-    );
-    println!(
-        "  teardown: BYE ok {}, failed {}; rep leg hung up by server {}, by us {}",
-        r.teardown.bye_ok,
-        r.teardown.bye_failed,
-        r.teardown.partner_hung_up_by_server,
-        r.teardown.partner_hung_up_by_us
-    );
-    println!(
-        "  tonewall_sessions_active after teardown: {}",
-        opt(r.sessions_active_after, "")
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,13 +537,5 @@ mod tests {
         let text = include_str!("../loadgen.toml");
         let cfg: tonewall::config::Config = toml::from_str(text).expect("examples/loadgen.toml");
         assert_eq!(cfg.media.ports, "10000-19999");
-    }
-
-    #[test]
-    fn percentile() {
-        let mut v = vec![5, 1, 3, 2, 4];
-        assert_eq!(pct(&mut v, 0.5), Some(3));
-        assert_eq!(pct(&mut v, 0.99), Some(5));
-        assert_eq!(pct(&mut [], 0.5), None);
     }
 }
