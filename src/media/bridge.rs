@@ -1,9 +1,9 @@
-//! The per-session bridge task: it owns the legs' sockets, parks the first leg (silence
-//! every ptime) until the second is attached, then relays both ways through `relay` —
+//! The per-session bridge: it owns the legs' sockets, parks the first leg (silence every
+//! ptime) until the second is attached, then relays both ways through `relay` —
 //! customer→representative through the hold-back buffer and its `Inspector` — and reports
-//! digits and RTP timeouts as `MediaEvent`s. The session layer talks to it only through
-//! `BridgeHandle`; dropping the handle ends the task, which drops the sockets (and so
-//! returns the ports to the pool).
+//! digits and RTP timeouts as `MediaEvent`s. A bridge lives on one media thread of the
+//! `engine`; the session layer talks to it only through `BridgeHandle`; dropping the handle
+//! removes the bridge, which drops the sockets (and so returns the ports to the pool).
 //!
 //! Symmetric RTP: a leg's peer address is latched from its first valid RTP packet (until
 //! then tonewall sends to the SDP address); later packets from other sources are ignored
@@ -18,12 +18,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
 use tokio::sync::mpsc;
 
 use crate::config::MaskMode;
 use crate::digit::{Digit, DigitMethod};
 use crate::leg::{LegRole, SessionId};
+use crate::media::engine::{Engine, EngineCmd, SocketKind};
 use crate::media::holdback::{Holdback, Inspector, PacketInfo, PassThrough};
 use crate::media::ports::{LegSockets, PortLease};
 use crate::media::relay::{LegCodec, Relay, Step};
@@ -63,15 +65,16 @@ pub enum BridgeCommand {
     Update { role: LegRole, params: LegParams },
 }
 
-/// The control plane's handle on one bridge task. Dropping it stops the task (and the
-/// task drops the legs' sockets, which returns their ports to the pool).
+/// The control plane's handle on one bridge. Dropping it removes the bridge from its
+/// media thread (which drops the legs' sockets, returning their ports to the pool).
 pub struct BridgeHandle {
-    tx: mpsc::UnboundedSender<BridgeCommand>,
+    /// (media thread, bridge id); `None` if the bridge could not be started.
+    at: Option<(usize, u64)>,
 }
 
 impl BridgeHandle {
     /// Start a bridge with its first leg, which is parked (sent silence every ptime) until
-    /// the second leg is attached. Must be called inside a tokio runtime.
+    /// the second leg is attached.
     pub fn spawn(
         session: SessionId,
         role: LegRole,
@@ -99,28 +102,42 @@ impl BridgeHandle {
         events: mpsc::UnboundedSender<MediaEvent>,
         inspector: Box<dyn Inspector>,
     ) -> BridgeHandle {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            match Bridge::new(session, role, leg, config, events, inspector) {
-                Ok(bridge) => bridge.run(rx).await,
-                Err(e) => tracing::warn!(error = %e, "bridge: cannot register leg sockets"),
+        let at = match Bridge::new(session, role, leg, config, events, inspector) {
+            Ok(bridge) => Engine::global().add(Box::new(bridge)),
+            Err(e) => {
+                tracing::warn!(error = %e, "bridge: cannot take the leg's sockets");
+                None
             }
-        });
-        BridgeHandle { tx }
+        };
+        BridgeHandle { at }
+    }
+
+    fn send(&self, cmd: BridgeCommand) {
+        if let Some((worker, id)) = self.at {
+            Engine::global().send(worker, EngineCmd::Command { id, cmd });
+        }
     }
 
     /// Attach the second leg: from now on the two legs are bridged.
     pub fn attach(&self, role: LegRole, leg: LegMedia) {
-        let _ = self.tx.send(BridgeCommand::Attach { role, leg });
+        self.send(BridgeCommand::Attach { role, leg });
     }
 
     /// A re-INVITE changed a leg's media (hold/resume/new address/codec).
     pub fn update(&self, role: LegRole, params: LegParams) {
-        let _ = self.tx.send(BridgeCommand::Update { role, params });
+        self.send(BridgeCommand::Update { role, params });
     }
 }
 
-/// Largest datagram read; longer ones are truncated by the kernel and then fail checks.
+impl Drop for BridgeHandle {
+    fn drop(&mut self) {
+        if let Some((worker, id)) = self.at.take() {
+            Engine::global().send(worker, EngineCmd::Remove { id });
+        }
+    }
+}
+
+/// Largest datagram handled (silence frames are built in a buffer this size).
 const BUF: usize = 2048;
 const METRICS_EVERY: Duration = Duration::from_secs(1);
 
@@ -132,19 +149,21 @@ struct Leg {
     latched: Option<SocketAddr>,
     last_rx: Instant,
     timed_out: bool,
+    registered: bool,
 }
 
 impl Leg {
     fn new(leg: LegMedia, now: Instant) -> io::Result<Leg> {
         let LegSockets { rtp, rtcp, lease } = leg.sockets;
         Ok(Leg {
-            rtp: UdpSocket::from_std(rtp)?,
-            rtcp: UdpSocket::from_std(rtcp)?,
+            rtp: UdpSocket::from_std(rtp),
+            rtcp: UdpSocket::from_std(rtcp),
             _lease: lease,
             params: leg.params,
             latched: None,
             last_rx: now,
             timed_out: false,
+            registered: false,
         })
     }
 
@@ -172,7 +191,7 @@ impl Leg {
 
     fn send(&self, pkt: &[u8]) -> bool {
         match self.dest() {
-            Some(to) => self.rtp.try_send_to(pkt, to).is_ok(),
+            Some(to) => self.rtp.send_to(pkt, to).is_ok(),
             None => false,
         }
     }
@@ -221,7 +240,7 @@ impl Counters {
     }
 }
 
-struct Bridge {
+pub(crate) struct Bridge {
     session: SessionId,
     config: BridgeConfig,
     events: mpsc::UnboundedSender<MediaEvent>,
@@ -242,13 +261,6 @@ struct Bridge {
 
 fn rand_u32() -> u32 {
     rand::random()
-}
-
-async fn recv_on(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    match sock {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Bridge {
@@ -303,7 +315,7 @@ impl Bridge {
         }
     }
 
-    fn next_deadline(&self) -> Instant {
+    pub(crate) fn next_deadline(&self) -> Instant {
         let mut d = self.next_check.min(self.next_metrics);
         if self.parked().is_some() {
             d = d.min(self.next_silence);
@@ -314,45 +326,72 @@ impl Bridge {
         d
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<BridgeCommand>) {
-        tracing::debug!(session = %self.session, "bridge started");
-        let mut buf_c = [0u8; BUF];
-        let mut buf_r = [0u8; BUF];
-        let mut rtcp_c = [0u8; BUF];
-        let mut rtcp_r = [0u8; BUF];
-        let sleep = tokio::time::sleep_until(self.next_deadline().into());
-        tokio::pin!(sleep);
-        loop {
-            let deadline = tokio::time::Instant::from_std(self.next_deadline());
-            if sleep.deadline() != deadline {
-                sleep.as_mut().reset(deadline);
+    /// Register the legs' sockets not registered yet with the media thread's poller.
+    pub(crate) fn register(
+        &mut self,
+        registry: &Registry,
+        token: impl Fn(SocketKind) -> Token,
+        interest: Interest,
+    ) {
+        for (role, leg) in [
+            (LegRole::Customer, self.customer.as_mut()),
+            (LegRole::Rep, self.rep.as_mut()),
+        ] {
+            let Some(leg) = leg else { continue };
+            if leg.registered {
+                continue;
             }
-            tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.command(cmd, Instant::now()),
-                    None => break,
-                },
-                r = recv_on(self.customer.as_ref().map(|l| &l.rtp), &mut buf_c) => {
-                    if let Ok((n, from)) = r {
-                        self.on_rtp(LegRole::Customer, &mut buf_c[..n], from, Instant::now());
-                    }
+            let rtp = registry.register(&mut leg.rtp, token(SocketKind::Rtp(role)), interest);
+            let rtcp = registry.register(&mut leg.rtcp, token(SocketKind::Rtcp(role)), interest);
+            if let Err(e) = rtp.and(rtcp) {
+                tracing::warn!(session = %self.session, error = %e, "bridge: cannot poll a leg");
+            }
+            leg.registered = true;
+        }
+    }
+
+    /// Read a readable socket until it would block, relaying every packet.
+    pub(crate) fn drain(&mut self, kind: SocketKind, buf: &mut [u8]) {
+        loop {
+            let leg = match kind {
+                SocketKind::Rtp(LegRole::Customer) | SocketKind::Rtcp(LegRole::Customer) => {
+                    self.customer.as_ref()
                 }
-                r = recv_on(self.rep.as_ref().map(|l| &l.rtp), &mut buf_r) => {
-                    if let Ok((n, from)) = r {
-                        self.on_rtp(LegRole::Rep, &mut buf_r[..n], from, Instant::now());
-                    }
-                }
+                SocketKind::Rtp(LegRole::Rep) | SocketKind::Rtcp(LegRole::Rep) => self.rep.as_ref(),
+            };
+            let Some(leg) = leg else { return };
+            let r = match kind {
+                SocketKind::Rtp(_) => leg.rtp.recv_from(buf),
                 // RTCP is terminated: read and discarded.
-                _ = recv_on(self.customer.as_ref().map(|l| &l.rtcp), &mut rtcp_c) => {}
-                _ = recv_on(self.rep.as_ref().map(|l| &l.rtcp), &mut rtcp_r) => {}
-                () = &mut sleep => self.on_timer(Instant::now()),
+                SocketKind::Rtcp(_) => leg.rtcp.recv_from(buf),
+            };
+            match (r, kind) {
+                (Ok((n, from)), SocketKind::Rtp(role)) => {
+                    self.on_rtp(role, &mut buf[..n], from, Instant::now());
+                }
+                (Ok(_), SocketKind::Rtcp(_)) => {}
+                (Err(e), _) if e.kind() == io::ErrorKind::Interrupted => {}
+                (Err(_), _) => return,
+            }
+        }
+    }
+
+    /// The bridge is being removed: deregister and flush its counters.
+    pub(crate) fn finish(&mut self, registry: &Registry) {
+        for leg in [self.customer.as_mut(), self.rep.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if leg.registered {
+                let _ = registry.deregister(&mut leg.rtp);
+                let _ = registry.deregister(&mut leg.rtcp);
             }
         }
         self.counters.flush();
         tracing::debug!(session = %self.session, "bridge ended");
     }
 
-    fn command(&mut self, cmd: BridgeCommand, now: Instant) {
+    pub(crate) fn command(&mut self, cmd: BridgeCommand, now: Instant) {
         match cmd {
             BridgeCommand::Attach { role, leg } => {
                 let slot = match role {
@@ -496,7 +535,7 @@ impl Bridge {
         self.poll_inspector();
     }
 
-    fn on_timer(&mut self, now: Instant) {
+    pub(crate) fn on_timer(&mut self, now: Instant) {
         self.release_due(now);
         if now >= self.next_silence {
             self.send_silence(now);

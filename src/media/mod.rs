@@ -5,6 +5,7 @@
 
 pub mod bridge;
 pub mod detector;
+pub mod engine;
 pub mod g711;
 pub mod holdback;
 pub mod ports;
