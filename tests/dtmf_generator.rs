@@ -177,3 +177,39 @@ fn goertzel_level(s: &[i16], f: f64) -> f64 {
     let amp = 2.0 * p.sqrt() / s.len() as f64;
     tones::dbm0_of_amplitude(amp)
 }
+
+/// The leak tests' 10 ms window check fires on every key (even quiet, short, or over
+/// babble) and not on silence or babble alone.
+#[test]
+fn window_check_sees_every_key_and_not_babble() {
+    use common::detect::{dual_tone_windows, WindowCheck};
+    let check = WindowCheck::default();
+    for &key in tones::KEYS {
+        for t in [
+            Tone::new(key).level(-30.0).ms(40.0),
+            Tone::new(key).level(0.0).ms(40.0),
+            Tone::new(key).level(-10.0).twist(-8.0).ms(20.0),
+            Tone::new(key).level(-10.0).twist(4.0).ms(20.0),
+        ] {
+            let (s, _) = tones::sequence(&[t], 50.0, 0.0, 50.0);
+            let hits = dual_tone_windows(&s, check);
+            assert!(!hits.is_empty(), "key {} {t:?}", key as char);
+        }
+        let (s, _) = tones::sequence(&[Tone::new(key).ms(60.0)], 100.0, 0.0, 100.0);
+        let mut over = tones::babble(260.0, -25.0, u64::from(key));
+        tones::mix(&mut over, &s, 0);
+        assert!(
+            dual_tone_windows(&over, check).len() >= 5,
+            "key {} over babble",
+            key as char
+        );
+    }
+    assert!(dual_tone_windows(&tones::silence(1000.0), check).is_empty());
+    for seed in 0..5 {
+        let b = tones::babble(10_000.0, -15.0, seed);
+        assert!(
+            dual_tone_windows(&b, check).is_empty(),
+            "babble seed {seed}"
+        );
+    }
+}

@@ -90,7 +90,7 @@ impl Default for WindowCheck {
         WindowCheck {
             min_level_dbm0: -36.0,
             max_twist_db: 10.0,
-            min_fraction: 0.6,
+            min_fraction: 0.8,
         }
     }
 }
