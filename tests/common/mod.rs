@@ -2,7 +2,10 @@
 //! a generated config, talks to its REST API, builds RTP pcaps for SIPp, runs SIPp.
 #![allow(dead_code)]
 
+pub mod corpus;
+pub mod detect;
 pub mod pcap;
+pub mod tones;
 pub mod uac;
 
 use std::io::Read;
@@ -66,6 +69,9 @@ pub struct ServerOpts {
     pub rtp_ports: u16,
     pub rtp_timeout_s: u64,
     pub extra: String,
+    /// Extra environment variables for the server process (e.g.
+    /// `TONEWALL_TEST_DISABLE_MASKING=1`).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerOpts {
@@ -84,6 +90,7 @@ impl Default for ServerOpts {
             rtp_ports: 64,
             rtp_timeout_s: 30,
             extra: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -162,6 +169,7 @@ path = "{audit}"
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "debug")
+            .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .spawn()
