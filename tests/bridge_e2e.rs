@@ -322,10 +322,14 @@ async fn thousand_sessions_leave_nothing_behind() {
         "1000 sessions: rss {rss_before} -> {rss_after} bytes, tasks {tasks_before} -> {tasks_after}"
     );
     assert!(rss_before > 0.0);
+    // Ended sessions stay readable for 60 s and SIP transactions linger for their RFC 3261
+    // timers (32 s), so some growth is expected right after the run; 1,000 sessions with a
+    // per-session leak of even 40 KB would exceed this bound.
     assert!(
-        rss_after < rss_before + 16.0 * 1024.0 * 1024.0,
+        rss_after < rss_before + 40.0 * 1024.0 * 1024.0,
         "memory back near where it started: {rss_before} -> {rss_after}"
     );
+    assert_eq!(metric(&after, "tonewall_bridges_active"), 0.0, "every bridge gone");
     assert!(
         metric(&after, "tonewall_sip_requests_total") > 0.0
             || after.contains("tonewall_sip_requests_total")

@@ -136,6 +136,9 @@ struct Worker {
     poll: Poll,
     rx: std_mpsc::Receiver<EngineCmd>,
     slots: Vec<Option<Box<Bridge>>>,
+    /// Each slot's next timer deadline, kept beside the slots so the tick scans a small,
+    /// dense array instead of touching every bridge.
+    deadlines: Vec<Instant>,
     free: Vec<usize>,
     by_id: HashMap<u64, usize>,
 }
@@ -146,6 +149,7 @@ impl Worker {
             poll,
             rx,
             slots: Vec::new(),
+            deadlines: Vec::new(),
             free: Vec::new(),
             by_id: HashMap::new(),
         }
@@ -178,6 +182,7 @@ impl Worker {
                 let kind = SocketKind::from_index(t.0);
                 if let Some(Some(bridge)) = self.slots.get_mut(slot) {
                     bridge.drain(kind, &mut buf);
+                    self.deadlines[slot] = bridge.next_deadline();
                 }
             }
             if !self.commands() {
@@ -185,9 +190,14 @@ impl Worker {
             }
             let now = Instant::now();
             if now >= next_tick {
-                for b in self.slots.iter_mut().flatten() {
-                    if b.next_deadline() <= now {
-                        b.on_timer(now);
+                for (slot, d) in self.deadlines.iter_mut().enumerate() {
+                    if *d <= now {
+                        if let Some(Some(b)) = self.slots.get_mut(slot) {
+                            b.on_timer(now);
+                            *d = b.next_deadline();
+                        } else {
+                            *d = far_future(now);
+                        }
                     }
                 }
                 next_tick = now + TICK;
@@ -202,9 +212,11 @@ impl Worker {
                 Ok(EngineCmd::Add { id, mut bridge }) => {
                     let slot = self.free.pop().unwrap_or_else(|| {
                         self.slots.push(None);
+                        self.deadlines.push(Instant::now());
                         self.slots.len() - 1
                     });
                     register(&mut bridge, self.poll.registry(), slot);
+                    self.deadlines[slot] = bridge.next_deadline();
                     self.slots[slot] = Some(bridge);
                     self.by_id.insert(id, slot);
                 }
@@ -213,6 +225,7 @@ impl Worker {
                         if let Some(Some(b)) = self.slots.get_mut(slot) {
                             b.command(cmd, Instant::now());
                             register(b, self.poll.registry(), slot);
+                            self.deadlines[slot] = b.next_deadline();
                         }
                     }
                 }
@@ -220,6 +233,9 @@ impl Worker {
                     if let Some(slot) = self.by_id.remove(&id) {
                         if let Some(mut b) = self.slots.get_mut(slot).and_then(Option::take) {
                             b.finish(self.poll.registry());
+                        }
+                        if let Some(d) = self.deadlines.get_mut(slot) {
+                            *d = far_future(Instant::now());
                         }
                         self.free.push(slot);
                     }
@@ -229,6 +245,11 @@ impl Worker {
             }
         }
     }
+}
+
+/// A deadline that never comes (for free slots).
+fn far_future(now: Instant) -> Instant {
+    now + Duration::from_secs(86_400)
 }
 
 fn register(bridge: &mut Bridge, registry: &Registry, slot: usize) {
