@@ -6,6 +6,7 @@
 pub mod bridge;
 pub mod detector;
 pub mod g711;
+pub mod goertzel;
 pub mod holdback;
 pub mod ports;
 pub mod relay;
