@@ -8,6 +8,7 @@ pub mod detector;
 pub mod g711;
 pub mod goertzel;
 pub mod holdback;
+pub mod masker;
 pub mod ports;
 pub mod relay;
 pub mod rfc4733;
