@@ -133,7 +133,10 @@ pub struct Detector {
     position: u64,
     limits: Limits,
     bins: [Bin; 8],
-    states: [State; 8],
+    /// Goertzel state, structure-of-arrays so the 8 bins update as one vector.
+    coeff: [f32; 8],
+    s1: [f32; 8],
+    s2: [f32; 8],
     energy: f32,
     fill: usize,
     /// The previous half-block, once there is one.
@@ -162,7 +165,9 @@ impl Detector {
             position: 0,
             limits,
             bins,
-            states: [State::default(); 8],
+            coeff: bins.map(|b| b.coeff),
+            s1: [0.0; 8],
+            s2: [0.0; 8],
             energy: 0.0,
             fill: 0,
             prev: None,
@@ -188,8 +193,10 @@ impl Detector {
     pub fn push(&mut self, samples: &[i16], emit: &mut dyn FnMut(ToneEvent)) {
         for &s in samples {
             let x = f32::from(s);
-            for (st, bin) in self.states.iter_mut().zip(self.bins.iter()) {
-                st.step(bin, x);
+            for i in 0..8 {
+                let v = x + self.coeff[i] * self.s1[i] - self.s2[i];
+                self.s2[i] = self.s1[i];
+                self.s1[i] = v;
             }
             self.energy += x * x;
             self.fill += 1;
@@ -211,8 +218,10 @@ impl Detector {
             ..Half::default()
         };
         for i in 0..8 {
-            half.x[i] = self.states[i].finish(&self.bins[i]);
+            half.x[i] = State::from_parts(self.s1[i], self.s2[i]).finish(&self.bins[i]);
         }
+        self.s1 = [0.0; 8];
+        self.s2 = [0.0; 8];
         self.energy = 0.0;
         self.fill = 0;
         if let Some(prev) = self.prev {

@@ -43,6 +43,11 @@ pub struct State {
 }
 
 impl State {
+    /// A state from its two variables (for callers that keep them as arrays).
+    pub fn from_parts(s1: f32, s2: f32) -> State {
+        State { s1, s2 }
+    }
+
     #[inline]
     pub fn step(&mut self, bin: &Bin, x: f32) {
         let s = x + bin.coeff * self.s1 - self.s2;
