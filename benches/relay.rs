@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use tonewall::media::holdback::{Holdback, PacketInfo, PassThrough};
+use tonewall::config::MaskMode;
+use tonewall::media::holdback::{Holdback, Inspector, PacketInfo, PassThrough};
+use tonewall::media::masker::Masker;
 use tonewall::media::relay::{LegCodec, Relay, Step};
 use tonewall::media::rfc4733::TelephoneEvent;
 use tonewall::media::rtp;
@@ -69,34 +71,46 @@ fn benches(c: &mut Criterion) {
     .write(&mut te[12..]);
     run(c, "relay_telephone_event_drop", PCMU, PCMU, &te);
 
-    // relay step + hold-back push + release of the packet that is due
+    // relay step + hold-back push + release of the packet that is due: without in-band
+    // detection (PassThrough) and with the detector + masker
+    holdback(c, "relay_pcmu_through_holdback", &pcmu, &mut PassThrough);
+    let mut masker = Masker::new(MaskMode::Silence, true);
+    holdback(
+        c,
+        "relay_pcmu_through_holdback_with_masker",
+        &pcmu,
+        &mut masker,
+    );
+}
+
+fn holdback(c: &mut Criterion, name: &str, pcmu: &[u8; 172], ins: &mut dyn Inspector) {
     let mut relay = Relay::new(PCMU, PCMU, true, 1, 0, 0);
     let t0 = Instant::now();
     let mut hb = Holdback::new(Duration::from_millis(40), Holdback::capacity_for(40), t0);
-    let mut ins = PassThrough;
     let mut buf = [0u8; 2048];
     let mut n: u64 = 0;
-    c.bench_function("relay_pcmu_through_holdback", |b| {
+    c.bench_function(name, |b| {
         b.iter(|| {
             n += 1;
             let now = t0 + Duration::from_millis(20 * n);
-            buf[..172].copy_from_slice(&pcmu);
+            buf[..172].copy_from_slice(pcmu);
             buf[2..4].copy_from_slice(&(n as u16).to_be_bytes());
             buf[4..8].copy_from_slice(&((n as u32).wrapping_mul(160)).to_be_bytes());
             if let Step::Forward { payload } = relay.step(&mut buf[..172], now) {
                 let info = PacketInfo {
                     codec: Codec::Pcmu,
-                    timestamp: 0,
+                    timestamp: (n as u32).wrapping_mul(160),
                     arrived: now,
                 };
                 if hb.is_full() {
-                    let _ = hb.pop_oldest(&mut ins);
+                    let _ = hb.pop_oldest(ins);
                 }
-                hb.push(&buf[..172], payload, info, &mut ins);
+                hb.push(&buf[..172], payload, info, ins);
             }
-            while let Some(p) = hb.pop_due(now, &mut ins) {
+            while let Some(p) = hb.pop_due(now, ins) {
                 black_box(p);
             }
+            black_box(ins.take_digit())
         })
     });
 }

@@ -109,6 +109,7 @@ fn config(rtp_timeout: Duration) -> BridgeConfig {
         holdback_ms: 40,
         mask_mode: MaskMode::Silence,
         rtp_timeout,
+        masking: true,
     }
 }
 

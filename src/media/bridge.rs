@@ -26,8 +26,10 @@ use crate::config::MaskMode;
 use crate::digit::{Digit, DigitMethod};
 use crate::leg::{LegRole, SessionId};
 use crate::media::engine::{Engine, EngineCmd, SocketKind};
-use crate::media::holdback::{Holdback, Inspector, PacketInfo, PassThrough};
+use crate::media::holdback::{Holdback, Inspector, PacketInfo};
+use crate::media::masker::Masker;
 use crate::media::ports::{LegSockets, PortLease};
+use crate::media::press::PressDedup;
 use crate::media::relay::{LegCodec, Relay, Step};
 use crate::media::rtp::{self, RtpPacket};
 use crate::media::{Direction, LegParams};
@@ -38,6 +40,9 @@ pub struct BridgeConfig {
     pub holdback_ms: u32,
     pub mask_mode: MaskMode,
     pub rtp_timeout: Duration,
+    /// Replace in-band DTMF per `mask_mode` (true in production). `false` is for tests
+    /// only (the in-band detector still reports digits; payloads leave untouched).
+    pub masking: bool,
 }
 
 /// What a bridge tells the session layer.
@@ -74,7 +79,8 @@ pub struct BridgeHandle {
 
 impl BridgeHandle {
     /// Start a bridge with its first leg, which is parked (sent silence every ptime) until
-    /// the second leg is attached.
+    /// the second leg is attached, with the in-band DTMF masker (`config.mask_mode`,
+    /// `config.masking`) on the customer→representative path.
     pub fn spawn(
         session: SessionId,
         role: LegRole,
@@ -82,14 +88,8 @@ impl BridgeHandle {
         config: BridgeConfig,
         events: mpsc::UnboundedSender<MediaEvent>,
     ) -> BridgeHandle {
-        BridgeHandle::spawn_with_inspector(
-            session,
-            role,
-            leg,
-            config,
-            events,
-            Box::new(PassThrough),
-        )
+        let masker = Masker::new(config.mask_mode, config.masking);
+        BridgeHandle::spawn_with_inspector(session, role, leg, config, events, Box::new(masker))
     }
 
     /// `spawn` with the inspector every customer→representative packet passes before it
@@ -252,6 +252,7 @@ pub(crate) struct Bridge {
     to_customer: Relay,
     holdback: Holdback,
     inspector: Box<dyn Inspector>,
+    presses: PressDedup,
     counters: Counters,
     next_silence: Instant,
     next_check: Instant,
@@ -296,6 +297,7 @@ impl Bridge {
             to_customer: relay(false),
             holdback,
             inspector,
+            presses: PressDedup::new(),
             counters: Counters::default(),
             next_silence: now,
             next_check: now + check_every,
@@ -478,12 +480,12 @@ impl Bridge {
                     }
                     self.holdback
                         .push(buf, payload, info, self.inspector.as_mut());
-                    self.poll_inspector();
+                    self.poll_inspector(now);
                     self.release_due(now);
                 }
                 Step::Event(Some(digit)) => {
                     self.counters.masked_rfc4733 += 1;
-                    self.digit(digit, DigitMethod::Rfc4733);
+                    self.digit(digit, DigitMethod::Rfc4733, now);
                 }
                 Step::Event(None) | Step::Drop(_) => {}
             },
@@ -499,7 +501,12 @@ impl Bridge {
         }
     }
 
-    fn digit(&mut self, digit: Digit, method: DigitMethod) {
+    /// Report a detection unless it is the other method's view of a press already
+    /// reported (one key press, one digit).
+    fn digit(&mut self, digit: Digit, method: DigitMethod, now: Instant) {
+        if !self.presses.accept(digit, method, now) {
+            return;
+        }
         let _ = self.events.send(MediaEvent::Digit {
             session: self.session.clone(),
             digit,
@@ -507,10 +514,10 @@ impl Bridge {
         });
     }
 
-    fn poll_inspector(&mut self) {
+    fn poll_inspector(&mut self, now: Instant) {
         while let Some(d) = self.inspector.take_digit() {
             self.counters.masked_inband += 1;
-            self.digit(d, DigitMethod::Inband);
+            self.digit(d, DigitMethod::Inband, now);
         }
     }
 
@@ -532,7 +539,7 @@ impl Bridge {
                 }
             }
         }
-        self.poll_inspector();
+        self.poll_inspector(now);
     }
 
     pub(crate) fn on_timer(&mut self, now: Instant) {

@@ -1,5 +1,5 @@
 //! The hot path: RTP relay between the two legs of a session, RFC 4733 removal, G.711,
-//! the hold-back buffer (and, later, the in-band detector and masker).
+//! the hold-back buffer, the in-band detector and masker.
 //!
 //! Must never: allocate, lock or look up a map per packet; format a digit.
 
@@ -7,8 +7,11 @@ pub mod bridge;
 pub mod detector;
 pub mod engine;
 pub mod g711;
+pub mod goertzel;
 pub mod holdback;
+pub mod masker;
 pub mod ports;
+pub mod press;
 pub mod relay;
 pub mod rfc4733;
 pub mod rtp;

@@ -58,6 +58,19 @@ impl Default for ManagerOptions {
     }
 }
 
+/// TEST-ONLY: `TONEWALL_TEST_DISABLE_MASKING=1` in the environment at start-up turns the
+/// in-band DTMF masker's replacement off (digits are still detected), so a leak test can
+/// show that it fails without masking. Never set it in production; it is logged loudly.
+pub const DISABLE_MASKING_ENV: &str = "TONEWALL_TEST_DISABLE_MASKING";
+
+fn masking_disabled_for_tests() -> bool {
+    let off = std::env::var(DISABLE_MASKING_ENV).is_ok_and(|v| v == "1");
+    if off {
+        tracing::warn!("{DISABLE_MASKING_ENV}=1: in-band DTMF masking is OFF (test-only)");
+    }
+    off
+}
+
 /// What the API may be told.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManagerError {
@@ -231,6 +244,7 @@ impl SessionManager {
                 holdback_ms: config.media.holdback_ms,
                 mask_mode: config.media.mask_mode,
                 rtp_timeout: Duration::from_secs(config.media.rtp_timeout_s),
+                masking: !masking_disabled_for_tests(),
             },
             ttl: Duration::from_secs(config.dnis.ttl_s),
             options,
