@@ -329,7 +329,11 @@ async fn thousand_sessions_leave_nothing_behind() {
         rss_after < rss_before + 40.0 * 1024.0 * 1024.0,
         "memory back near where it started: {rss_before} -> {rss_after}"
     );
-    assert_eq!(metric(&after, "tonewall_bridges_active"), 0.0, "every bridge gone");
+    assert_eq!(
+        metric(&after, "tonewall_bridges_active"),
+        0.0,
+        "every bridge gone"
+    );
     assert!(
         metric(&after, "tonewall_sip_requests_total") > 0.0
             || after.contains("tonewall_sip_requests_total")

@@ -94,7 +94,8 @@ async fn run_call(server: &Server, law: Law, mode: Mode, over_speech: bool) -> O
         .collect();
     let (tonesig, placed) = tones::sequence(&presses, 400.0, 120.0, 400.0);
     let mut audio = if over_speech {
-        tones::babble(tonesig.len() as f64 / 8.0, -22.0, 11)
+        // Background talk 12 dB below the weakest press.
+        tones::babble(tonesig.len() as f64 / 8.0, -26.0, 11)
     } else {
         tones::silence(tonesig.len() as f64 / 8.0)
     };

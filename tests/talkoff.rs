@@ -12,11 +12,11 @@ use tonewall::media::detector::Sensitivity;
 /// 10 ms dual-tone windows the leak check may find over the whole corpus.
 const MAX_LEAK_WINDOWS_ON_CORPUS: usize = 20;
 /// False digits allowed over the whole corpus (speech + music).
-const MAX_FALSE_DIGITS: usize = 2;
+const MAX_FALSE_DIGITS: usize = 0;
 /// Masked (Onset → End) milliseconds per minute of speech allowed.
-const MAX_MASKED_MS_PER_MIN_SPEECH: f64 = 300.0;
+const MAX_MASKED_MS_PER_MIN_SPEECH: f64 = 100.0;
 /// Masked milliseconds per minute of music allowed.
-const MAX_MASKED_MS_PER_MIN_MUSIC: f64 = 1000.0;
+const MAX_MASKED_MS_PER_MIN_MUSIC: f64 = 40.0;
 
 #[derive(Default)]
 struct Tally {
@@ -105,7 +105,7 @@ fn talkoff_corpus_report() {
         assert!(peak > 1000, "{} is (nearly) silent", clip.name);
     }
     assert!(
-        speech.digits + music.digits <= MAX_FALSE_DIGITS,
+        speech.digits + music.digits == MAX_FALSE_DIGITS,
         "false digits: speech {} music {}",
         speech.digits,
         music.digits

@@ -93,7 +93,7 @@ const STANDARD: Limits = Limits {
     rel_peak: 6.0,
     share: 0.75,
     half_share: 0.65,
-    freq_tol: Some(0.025),
+    freq_tol: Some(0.028),
     need: 4,
 };
 
@@ -112,10 +112,10 @@ const LENIENT: Limits = Limits {
     min_power: -48.0,
     reverse: 12.0,
     normal: 16.0,
-    rel_peak: 3.0,
-    share: 0.45,
-    half_share: 0.0,
-    freq_tol: Some(0.055),
+    rel_peak: 4.0,
+    share: 0.65,
+    half_share: 0.5,
+    freq_tol: Some(0.04),
     need: 1,
 };
 
@@ -143,6 +143,8 @@ pub struct Detector {
     prev: Option<Half>,
     // tone tracking
     in_run: bool,
+    /// The key the previous window voted for under the lenient limits.
+    prev_lenient: Option<u8>,
     run_start: u64,
     last_valid_end: u64,
     misses: u32,
@@ -172,6 +174,7 @@ impl Detector {
             fill: 0,
             prev: None,
             in_run: false,
+            prev_lenient: None,
             run_start: 0,
             last_valid_end: 0,
             misses: 0,
@@ -234,14 +237,26 @@ impl Detector {
     /// Evaluate the window made of halves `a` then `b`, starting at sample `start`.
     fn window(&mut self, a: &Half, b: &Half, start: u64, emit: &mut dyn FnMut(ToneEvent)) {
         let w = Window::new(a, b, &self.bins);
-        let lenient = w.key(&LENIENT).is_some();
+        let lenient_key = w.key(&LENIENT);
+        let lenient = lenient_key.is_some();
+        // An onset needs two overlapping windows voting (leniently) for the same key: a
+        // single window is too easily a vowel's harmonics; two are known 19 ms into a tone,
+        // well inside the 40 ms hold-back.
+        let onset_key = lenient_key.filter(|k| self.prev_lenient == Some(*k));
+        self.prev_lenient = lenient_key;
         let key = w.key(&self.limits);
-        if lenient || key.is_some() {
+        let starts = onset_key.is_some() || key.is_some();
+        if (self.in_run && lenient) || starts {
             if !self.in_run {
                 self.in_run = true;
-                self.run_start = start;
+                let at = if onset_key.is_some() {
+                    start.saturating_sub(HALF as u64)
+                } else {
+                    start
+                };
+                self.run_start = at;
                 self.declared = None;
-                emit(ToneEvent::Onset { at: start });
+                emit(ToneEvent::Onset { at });
             }
             self.misses = 0;
             self.last_valid_end = start + WINDOW;
