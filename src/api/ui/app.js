@@ -134,6 +134,8 @@
       }
     }
     active = v.active_field || null;
+    const p = v.payment;
+    if (p && (p.status === 'approved' || p.status === 'declined') && $('result').hidden) showResult(p);
     setState(v.state, v.reason);
     $('dnis').textContent = v.dnis || '';
     const legs = v.legs || {};
@@ -352,6 +354,8 @@
         break;
       case 'payment':
         if (e.status === 'approved' || e.status === 'declined') showResult(e);
+        else if (e.status === 'error') setError('pay-error', 'The payment gateway could not process the payment.');
+        scheduleRefresh(); // the card fields are wiped after the gateway answers
         break;
       case 'alarm':
         setError('alarm', `Alarm: ${e.message || e.code || 'unknown'}`);
@@ -410,18 +414,23 @@
     scheduleRefresh();
   }
 
+  // One payment per session: after an answer the card data is gone and a resubmit would
+  // only repeat it.
   function showResult(r) {
     const approved = r.status === 'approved';
-    if (approved) paid = true;
+    paid = true;
     const box = $('result');
     box.dataset.status = r.status;
-    $('result-status').textContent = approved ? 'Payment approved' : `Payment declined${r.reason ? ` (${r.reason})` : ''}`;
+    const why = r.decline_reason ? ` (${String(r.decline_reason).replace(/_/g, ' ')})` : '';
+    $('result-status').textContent = approved ? 'Payment approved' : `Payment declined${why}`;
     $('result-reference').textContent = r.reference || '—';
-    $('result-pan').textContent = r.masked_pan || '—';
+    const brand = r.brand && r.brand !== 'unknown' ? `${r.brand} ` : '';
+    $('result-pan').textContent = r.masked_pan ? `${brand}${r.masked_pan}` : '—';
     $('result-next').textContent = approved
       ? 'You may now end the secure session.'
-      : 'Ask the customer for another card (reset the fields) or end the secure session.';
+      : 'You may now end the secure session (secure the call again to try another card).';
     show(box, true);
+    setError('pay-error', '');
     updatePayButton();
   }
 
