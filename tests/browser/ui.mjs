@@ -90,7 +90,21 @@ async function assertOnlyMasked(p, pans) {
   for (const m of masks) assert(/^\**\d{0,4}$/.test(m), `a field shows only a masked value (got ${m.length} chars)`);
 }
 
+// Script errors and CSP violations fail the scenario (failed API calls are expected: the
+// wrong key on purpose, the sign-in probe's 404).
+const pageErrors = [];
+function watchErrors(p) {
+  p.on('pageerror', (e) => pageErrors.push(`page error: ${e.message}`));
+  p.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) pageErrors.push(`console: ${m.text()}`);
+  });
+}
+function assertNoPageErrors() {
+  assert(pageErrors.length === 0, `no script errors or CSP violations: ${pageErrors.join('; ')}`);
+}
+
 async function signIn(p) {
+  watchErrors(p);
   await p.locator('#api-key').fill('not-a-valid-key');
   await p.locator('#signin-btn').click();
   await p.locator('#signin-error').waitFor({ state: 'visible', timeout: TIMEOUT });
@@ -254,6 +268,7 @@ try {
   if (SCENARIO === 'digits') await digits(browser);
   else if (SCENARIO === 'payment') await payment(browser);
   else throw new Error(`unknown scenario ${SCENARIO}`);
+  assertNoPageErrors();
   process.stdout.write('DONE\n');
 } catch (e) {
   process.stdout.write(`FAIL ${String(e && e.stack || e).replace(/\n/g, ' | ')}\n`);
