@@ -20,7 +20,12 @@ use common::{Server, ServerOpts, API_KEY};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// The card numbers the scenarios type (for the leak checks).
-const CARDS: [&str; 3] = ["4539576823184677", "4539576823184678", "4000000000000002"];
+const CARDS: [&str; 4] = [
+    "4539576823184677",
+    "4539576823184678",
+    "4000000000000002",
+    "4000000000000119",
+];
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -202,7 +207,8 @@ fn assert_no_card_data(what: &str, text: &str) {
     for card in CARDS {
         for run in common::digit_runs(card, 7) {
             let distinct = run.bytes().collect::<std::collections::HashSet<_>>().len();
-            if distinct < 2 {
+            if distinct < 3 {
+                // "4000000" says too little about a card to be a finding.
                 continue;
             }
             assert!(

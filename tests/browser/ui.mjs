@@ -157,6 +157,7 @@ async function pay(p, amount, cardholder) {
 const GOOD_PAN = '4539576823184677';
 const BAD_PAN = '4539576823184678'; // fails Luhn
 const DECLINE_PAN = '4000000000000002';
+const ERROR_PAN = '4000000000000119'; // sandbox: processing error
 
 async function digits(browser) {
   // Embedded in a CRM page on another origin: the page must load inside the iframe.
@@ -254,6 +255,20 @@ async function payment(browser) {
   assert(/(^|\s)\*{12}0002$/.test(await p.locator('#result-pan').textContent()), 'masked card number of the declined card');
   assert(!(await p.locator('#pay-error').isVisible()), 'a decline is a result, not an error');
   await assertOnlyMasked(p, [GOOD_PAN, DECLINE_PAN]);
+  await endFromPage(p);
+
+  // A gateway error (the API answers 502) is an error on the page, not a result.
+  await p.locator('#new-btn').click();
+  await p.locator('#call-id').fill('call-pay-3');
+  await secureAndBridge(p);
+  await ask(`KEYS ${ERROR_PAN}#1234123#`);
+  await waitField(p, 'cvv', { masked: '***', validity: 'valid', complete: true });
+  await p.locator('#amount').fill('5.00');
+  await p.locator('#cardholder').fill('J Citizen');
+  await p.locator('#pay-btn').click();
+  await p.locator('#pay-error').waitFor({ state: 'visible', timeout: TIMEOUT });
+  assert(!(await p.locator('#result').isVisible()), 'no approved/declined result after a gateway error');
+  await assertOnlyMasked(p, [ERROR_PAN]);
   await endFromPage(p);
   await ctx.close();
 }
