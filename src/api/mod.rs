@@ -1,5 +1,5 @@
-//! The REST API (SPEC §5): sessions, SSE events, health and Prometheus metrics (and,
-//! later, the representative's page).
+//! The REST API (SPEC §5): sessions, SSE events, health and Prometheus metrics and the
+//! representative's page (`ui`).
 //!
 //! Must never: answer with an unmasked digit; accept a request without a valid API key on
 //! `/v1/`; hold the session lock across an `.await` (it calls the manager's sync methods).
@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod error;
 pub mod sessions;
+pub mod ui;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -55,6 +56,7 @@ pub fn router(state: ApiState) -> Router {
             post(sessions::reset),
         )
         .route("/v1/sessions/{id}/payment", post(sessions::payment))
+        .merge(ui::routes())
         .fallback(not_found)
         .with_state(state)
 }
