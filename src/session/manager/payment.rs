@@ -251,3 +251,16 @@ impl SessionManager {
         }
     }
 }
+
+impl SessionManager {
+    /// Whether the session's card fields hold no digit any more (every buffer zero).
+    pub fn card_wiped(&self, tenant: &str, id: &str) -> Result<bool, ManagerError> {
+        self.with_session(tenant, id, |_, inner, sid, _| {
+            inner
+                .sessions
+                .get(sid)
+                .map(|e| e.session.card_wiped())
+                .ok_or(ManagerError::SessionNotFound)
+        })
+    }
+}
