@@ -54,6 +54,7 @@ pub struct AuditLog {
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
+PRAGMA cache_size = -256;
 CREATE TABLE IF NOT EXISTS sessions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant TEXT NOT NULL,
@@ -150,37 +151,60 @@ impl AuditLog {
     }
 }
 
+fn insert(conn: &Connection, r: &AuditRecord) -> rusqlite::Result<usize> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO sessions (tenant, session, created_at, ended_at, dnis, call_id,
+            rep, state, reason, masked_pan, brand, reference, payment_status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    stmt.execute(params![
+        r.tenant,
+        r.session,
+        r.created_at,
+        r.ended_at,
+        r.dnis,
+        r.call_id,
+        r.rep,
+        r.state,
+        r.reason,
+        r.masked_pan,
+        r.brand,
+        r.reference,
+        r.payment_status
+    ])
+}
+
+/// Writes rows in batches: everything queued when it wakes goes in one transaction.
 fn writer(conn: Connection, rx: mpsc::Receiver<Msg>) {
-    while let Ok(msg) = rx.recv() {
-        match msg {
-            Msg::Record(r) => {
-                let res = conn.execute(
-                    "INSERT INTO sessions (tenant, session, created_at, ended_at, dnis, call_id,
-                        rep, state, reason, masked_pan, brand, reference, payment_status)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                    params![
-                        r.tenant,
-                        r.session,
-                        r.created_at,
-                        r.ended_at,
-                        r.dnis,
-                        r.call_id,
-                        r.rep,
-                        r.state,
-                        r.reason,
-                        r.masked_pan,
-                        r.brand,
-                        r.reference,
-                        r.payment_status
-                    ],
-                );
-                if let Err(e) = res {
-                    tracing::error!(session = %r.session, error = %e, "audit row not written");
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut flushes = Vec::new();
+        let res = (|| -> rusqlite::Result<()> {
+            conn.execute_batch("BEGIN")?;
+            for m in batch {
+                match m {
+                    Msg::Record(r) => {
+                        if let Err(e) = insert(&conn, &r) {
+                            tracing::error!(session = %r.session, error = %e, "audit row not written");
+                        }
+                    }
+                    Msg::Flush(done) => flushes.push(done),
                 }
             }
-            Msg::Flush(done) => {
-                let _ = done.send(());
-            }
+            conn.execute_batch("COMMIT")
+        })();
+        if let Err(e) = res {
+            tracing::error!(error = %e, "audit batch not written");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }
