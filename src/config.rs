@@ -145,13 +145,30 @@ fn default_fields() -> Vec<String> {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PaymentConfig {
+    /// `sandbox` or `adyen`.
     pub gateway: String,
+    /// Adyen: the Checkout API base URL (`/v71/payments` is appended), e.g.
+    /// `https://checkout-test.adyen.com`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Adyen: the merchant account (a MOTO account).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant_account: Option<String>,
+    /// Adyen: the environment variable holding the API key (never the key itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Seconds to wait for the gateway's answer.
+    pub timeout_s: u64,
 }
 
 impl Default for PaymentConfig {
     fn default() -> Self {
         PaymentConfig {
             gateway: "sandbox".into(),
+            url: None,
+            merchant_account: None,
+            api_key_env: None,
+            timeout_s: 30,
         }
     }
 }
@@ -458,12 +475,7 @@ pub fn validate(config: &Config, env_set: &dyn Fn(&str) -> bool) -> Result<(), C
     if !(1..=3600).contains(&config.dnis.ttl_s) {
         return Err(bad("dnis.ttl_s", "must be 1..=3600"));
     }
-    if config.payment.gateway != "sandbox" {
-        return Err(bad(
-            "payment.gateway",
-            format!("unknown gateway {:?} (sandbox)", config.payment.gateway),
-        ));
-    }
+    validate_payment(&config.payment, env_set)?;
     if config.audit.path.trim().is_empty() {
         return Err(bad("audit.path", "must not be empty"));
     }
@@ -577,6 +589,60 @@ pub fn validate(config: &Config, env_set: &dyn Fn(&str) -> bool) -> Result<(), C
         }
     }
     Ok(())
+}
+
+fn validate_payment(p: &PaymentConfig, env_set: &dyn Fn(&str) -> bool) -> Result<(), ConfigError> {
+    fn bad(key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::invalid(key, message)
+    }
+    if !(1..=300).contains(&p.timeout_s) {
+        return Err(bad("payment.timeout_s", "must be 1..=300"));
+    }
+    match p.gateway.as_str() {
+        "sandbox" => {
+            for (k, v) in [
+                ("payment.url", &p.url),
+                ("payment.merchant_account", &p.merchant_account),
+                ("payment.api_key_env", &p.api_key_env),
+            ] {
+                if v.is_some() {
+                    return Err(bad(k, "only used with gateway = \"adyen\""));
+                }
+            }
+            Ok(())
+        }
+        "adyen" => {
+            match &p.url {
+                Some(u) if is_http_url(u) => {}
+                Some(u) => return Err(bad("payment.url", format!("{u:?} is not an http(s) URL"))),
+                None => return Err(bad("payment.url", "required for gateway = \"adyen\"")),
+            }
+            if p.merchant_account
+                .as_deref()
+                .is_none_or(|m| m.trim().is_empty())
+            {
+                return Err(bad(
+                    "payment.merchant_account",
+                    "required for gateway = \"adyen\"",
+                ));
+            }
+            match &p.api_key_env {
+                Some(v) if env_set(v) => Ok(()),
+                Some(v) => Err(bad(
+                    "payment.api_key_env",
+                    format!("environment variable {v} is not set"),
+                )),
+                None => Err(bad(
+                    "payment.api_key_env",
+                    "required for gateway = \"adyen\"",
+                )),
+            }
+        }
+        other => Err(bad(
+            "payment.gateway",
+            format!("unknown gateway {other:?} (sandbox, adyen)"),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! `server` wires them together for `tonewall serve`.
 
 pub mod api;
+pub mod audit;
 pub mod carrier;
 pub mod config;
 pub mod digit;
@@ -16,3 +17,4 @@ pub mod payment;
 pub mod server;
 pub mod session;
 pub mod sip;
+pub mod webhook;

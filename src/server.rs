@@ -12,13 +12,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::api::{router, ApiState};
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::media::ports::PortPool;
 use crate::media::Codec;
-use crate::session::manager::SessionManager;
+use crate::session::manager::{ManagerOptions, Services, SessionManager};
 use crate::sip::endpoint::{self, EndpointConfig, EndpointHandle};
 use crate::sip::transport::Transport;
 use crate::sip::trunk::TrunkHandler;
+use crate::webhook::{WebhookOptions, Webhooks};
 
 /// A running server (for `serve` and for tests that run it in-process).
 pub struct Running {
@@ -32,6 +34,9 @@ pub struct Running {
 impl Running {
     /// Stop listening and end the background tasks.
     pub fn shutdown(mut self) {
+        if let Some(a) = self.manager.audit_log() {
+            a.flush();
+        }
         if let Some(ep) = self.endpoint.take() {
             ep.shutdown();
         }
@@ -58,7 +63,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .collect();
 
     let (trunk_tx, trunk_rx) = mpsc::unbounded_channel();
-    let (manager, driver) = SessionManager::new(&config, ports.clone(), trunk_tx)?;
+    let services = Services {
+        gateway: crate::payment::from_config(&config.payment)?,
+        webhooks: Webhooks::from_config(&config, WebhookOptions::default())?,
+        audit: Some(AuditLog::open(&config.audit.path)?),
+    };
+    let (manager, driver) = SessionManager::with_services(
+        &config,
+        ports.clone(),
+        trunk_tx,
+        ManagerOptions::default(),
+        services,
+    )?;
     let mut tasks = vec![tokio::spawn(driver.run())];
 
     let handler: Arc<dyn TrunkHandler> = Arc::new(manager.clone());

@@ -52,6 +52,16 @@ impl From<ManagerError> for ApiError {
             ManagerError::InvalidRequest(_) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", msg)
             }
+            ManagerError::InvalidPayment { code, .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, scrub_digits(&msg))
+            }
+            ManagerError::SessionEnded => ApiError::new(StatusCode::CONFLICT, "session_ended", msg),
+            ManagerError::PaymentGateway(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "gateway_error", scrub_digits(&msg))
+            }
+            ManagerError::AuditUnavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", msg)
+            }
         }
     }
 }

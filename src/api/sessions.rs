@@ -1,4 +1,5 @@
-//! The session endpoints of SPEC §5: create, get, events (SSE), field commands, delete.
+//! The session endpoints of SPEC §5: create, get, list (audit), events (SSE), field
+//! commands, payment, delete.
 //!
 //! Must never: return or log anything but masked views of the fields.
 
@@ -6,11 +7,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Json;
+use chrono::{DateTime, Utc};
 use futures::Stream;
 use tokio::sync::broadcast;
 
@@ -18,14 +20,12 @@ use crate::api::auth::Tenant;
 use crate::api::error::{scrub_digits, ApiError};
 use crate::api::ApiState;
 use crate::session::events::Event;
-use crate::session::manager::CreateSession;
+use crate::session::manager::{CreateSession, PaymentRequest};
 
-pub async fn create(
-    State(state): State<ApiState>,
-    Tenant(tenant): Tenant,
-    body: Bytes,
-) -> Result<impl IntoResponse, ApiError> {
-    let req: CreateSession = serde_json::from_slice(&body).map_err(|e| {
+/// Parse a JSON body: 400 when it is not JSON, 422 when it has the wrong shape. Messages
+/// never echo digits of the body.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
             Category::Data => ApiError::new(
@@ -42,9 +42,60 @@ pub async fn create(
                 ),
             ),
         }
-    })?;
+    })
+}
+
+pub async fn create(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let req: CreateSession = parse_body(&body)?;
     let view = state.manager.create(&tenant, req)?;
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[derive(serde::Deserialize)]
+pub struct ListQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+fn parse_time(name: &str, v: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    match v {
+        None | Some("") => Ok(None),
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_time",
+                    format!("{name} must be an RFC 3339 time such as 2026-01-31T09:00:00Z"),
+                )
+            }),
+    }
+}
+
+/// `GET /v1/sessions?from=&to=`: the tenant's ended sessions (audit rows) created in
+/// `[from, to)`.
+pub async fn list(
+    State(state): State<ApiState>,
+    Tenant(tenant): Tenant,
+    Query(q): Query<ListQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let from = parse_time("from", q.from.as_deref())?;
+    let to = parse_time("to", q.to.as_deref())?;
+    let manager = state.manager.clone();
+    let rows = tokio::task::spawn_blocking(move || manager.audit_query(&tenant, from, to))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the audit query failed",
+            )
+        })??;
+    Ok(Json(serde_json::json!({ "sessions": rows })))
 }
 
 pub async fn get(
@@ -83,13 +134,12 @@ pub async fn payment(
     State(state): State<ApiState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
+    // An unknown or foreign session is 404 before the body is looked at.
     state.manager.get(&tenant, &id)?;
-    Err::<Json<()>, _>(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "payments are not available yet",
-    ))
+    let req: PaymentRequest = parse_body(&body)?;
+    Ok(Json(state.manager.pay(&tenant, &id, req).await?))
 }
 
 fn sse_event(e: &Event) -> SseEvent {

@@ -154,3 +154,36 @@ fn dnis_ranges_expand() {
     assert!(parse_dnis_entry("1-1000000").is_err());
     assert!(parse_dnis_entry("").is_err());
 }
+
+#[test]
+fn payment_gateway_keys() {
+    let adyen = |extra: &str| format!("{}[payment]\ngateway = \"adyen\"\n{extra}", good());
+    let full = adyen(
+        "url = \"https://checkout-test.adyen.com\"\nmerchant_account = \"AcmeMOTO\"\napi_key_env = \"ADYEN_KEY\"\n",
+    );
+    let c = parse_unchecked(&full).expect("parse");
+    validate(&c, &|v| v == "ADYEN_KEY").expect("valid");
+    assert_eq!(c.payment.merchant_account.as_deref(), Some("AcmeMOTO"));
+    assert_eq!(err_key(&full), "payment.api_key_env"); // env var not set
+    assert_eq!(err_key(&adyen("")), "payment.url");
+    assert_eq!(err_key(&adyen("url = \"ftp://x\"\n")), "payment.url");
+    assert_eq!(
+        err_key(&adyen("url = \"https://x.example\"\n")),
+        "payment.merchant_account"
+    );
+    assert_eq!(
+        err_key(&format!("{}[payment]\ngateway = \"stripe\"\n", good())),
+        "payment.gateway"
+    );
+    assert_eq!(
+        err_key(&format!(
+            "{}[payment]\nurl = \"https://x.example\"\n",
+            good()
+        )),
+        "payment.url"
+    );
+    assert_eq!(
+        err_key(&format!("{}[payment]\napi_key = \"secret\"\n", good())),
+        "payment.api_key"
+    );
+}

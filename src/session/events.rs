@@ -43,6 +43,8 @@ pub enum EventBody {
         complete: bool,
         valid: bool,
     },
+    /// The payment's outcome (masked PAN, brand and gateway reference only).
+    Payment(crate::session::state::PaymentRecord),
     /// Something an operator should know about.
     Alarm { code: &'static str, message: String },
 }
@@ -62,6 +64,7 @@ impl EventBody {
             EventBody::State { .. } => "state",
             EventBody::Digit { .. } => "digit",
             EventBody::Field { .. } => "field",
+            EventBody::Payment(_) => "payment",
             EventBody::Alarm { .. } => "alarm",
         }
     }

@@ -302,12 +302,18 @@ impl Fields {
     }
 
     /// The raw digits of one field, for the payment hand-off only. Card data.
-    #[allow(dead_code)] // the payment hand-off lands in a later issue
     pub(crate) fn digits(&self, kind: FieldKind) -> Option<&[u8]> {
         self.fields
             .iter()
             .find(|f| f.kind == kind)
             .map(Field::digits)
+    }
+
+    /// Whether every digit buffer is zero and empty.
+    pub fn is_wiped(&self) -> bool {
+        self.fields
+            .iter()
+            .all(|f| f.len == 0 && f.buf.iter().all(|b| *b == 0))
     }
 
     /// Zero every digit.

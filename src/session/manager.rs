@@ -30,6 +30,10 @@ use crate::session::state::{Action, LegState, Session, SessionState, SessionView
 use crate::sip::trunk::TrunkCommand;
 
 mod admission;
+mod outbound;
+mod payment;
+
+pub use payment::{PaymentAnswer, PaymentRequest};
 
 /// Tunables that are not in the config file.
 #[derive(Clone, Debug)]
@@ -84,6 +88,36 @@ pub enum ManagerError {
     AtCapacity,
     #[error("{0}")]
     InvalidRequest(String),
+    /// The payment request or the card fields are not valid; `code` names what.
+    #[error("{message}")]
+    InvalidPayment { code: &'static str, message: String },
+    #[error("the session has ended")]
+    SessionEnded,
+    /// The gateway did not decide (502).
+    #[error("{0}")]
+    PaymentGateway(String),
+    #[error("the audit log is not configured")]
+    AuditUnavailable,
+}
+
+/// What the manager talks to beyond SIP and media: the payment gateway, webhooks and the
+/// audit log.
+#[derive(Clone)]
+pub struct Services {
+    pub gateway: Arc<dyn crate::payment::Gateway>,
+    pub webhooks: Option<crate::webhook::Webhooks>,
+    pub audit: Option<crate::audit::AuditLog>,
+}
+
+impl Default for Services {
+    /// The sandbox gateway, no webhooks, no audit log.
+    fn default() -> Self {
+        Services {
+            gateway: Arc::new(crate::payment::sandbox::Sandbox),
+            webhooks: None,
+            audit: None,
+        }
+    }
 }
 
 /// A request to secure a call.
@@ -129,6 +163,10 @@ struct Entry {
     /// `None` once the session has ended and its last event is sent: the channel's buffer
     /// is freed while the session lingers for `GET`.
     events: Option<broadcast::Sender<Arc<Event>>>,
+    /// Wall-clock creation time, for the audit row.
+    created_at: chrono::DateTime<chrono::Utc>,
+    /// The payment once submitted: `None` inside while the gateway has not answered.
+    payment: Option<payment::PaymentSlot>,
 }
 
 struct Inner {
@@ -148,6 +186,7 @@ struct Shared {
     ttl: Duration,
     options: ManagerOptions,
     driver_alive: AtomicBool,
+    services: Services,
 }
 
 /// The session layer. Cheap to clone.
@@ -180,6 +219,17 @@ impl SessionManager {
         ports: PortPool,
         trunk: mpsc::UnboundedSender<TrunkCommand>,
         options: ManagerOptions,
+    ) -> anyhow::Result<(SessionManager, SessionDriver)> {
+        Self::with_services(config, ports, trunk, options, Services::default())
+    }
+
+    /// With a payment gateway, webhooks and an audit log (see `server::start`).
+    pub fn with_services(
+        config: &Config,
+        ports: PortPool,
+        trunk: mpsc::UnboundedSender<TrunkCommand>,
+        options: ManagerOptions,
+        services: Services,
     ) -> anyhow::Result<(SessionManager, SessionDriver)> {
         let mut tenants = HashMap::new();
         let mut pools = HashMap::new();
@@ -249,6 +299,7 @@ impl SessionManager {
             ttl: Duration::from_secs(config.dnis.ttl_s),
             options,
             driver_alive: AtomicBool::new(false),
+            services,
         };
         let manager = SessionManager {
             shared: Arc::new(shared),
@@ -373,6 +424,8 @@ impl SessionManager {
                 session,
                 bridge: None,
                 events: Some(events),
+                created_at: chrono::Utc::now(),
+                payment: None,
             },
         );
         tracing::info!(session = %id, tenant, "session created");
@@ -592,11 +645,14 @@ impl SessionManager {
                             tracing::info!(session = %id, state = ?state, reason = ?reason, "session state");
                             last = state.is_terminal();
                         }
+                        let event = Arc::new(Event::new(id, body));
+                        self.webhook(&e.session, &event, last);
                         if let Some(tx) = &e.events {
-                            let _ = tx.send(Arc::new(Event::new(id, body)));
+                            let _ = tx.send(event);
                         }
                         if last {
                             e.events = None;
+                            self.audit_on_end(e);
                         }
                     }
                 }

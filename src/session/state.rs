@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::digit::Digit;
 use crate::leg::{LegRole, SessionId};
 use crate::session::events::{EventBody, FieldAction};
-use crate::session::fields::{FieldChange, Fields, FieldsView, UnknownField, YearMonth};
+use crate::session::fields::{FieldChange, FieldKind, Fields, FieldsView, UnknownField, YearMonth};
 use crate::sip::trunk::LegEnd;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -93,6 +93,21 @@ pub struct Session {
     fields: Fields,
     /// When the session reached a terminal state.
     pub ended_at: Option<Instant>,
+    /// The payment's outcome, once the gateway has answered.
+    pub payment: Option<PaymentRecord>,
+}
+
+/// What is kept of a payment: no card data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PaymentRecord {
+    /// `approved`, `declined` or `error`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub masked_pan: String,
+    pub brand: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decline_reason: Option<&'static str>,
 }
 
 fn idx(role: LegRole) -> usize {
@@ -115,6 +130,8 @@ pub struct SessionView {
     pub legs: LegsView,
     pub active_field: Option<&'static str>,
     pub fields: FieldsView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment: Option<PaymentRecord>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -153,6 +170,7 @@ impl Session {
             legs: [LegState::Waiting; 2],
             fields: Fields::new(fields),
             ended_at: None,
+            payment: None,
         }
     }
 
@@ -314,6 +332,23 @@ impl Session {
         Ok(vec![Action::Emit(change_event(c))])
     }
 
+    /// The raw digits of one field, for the payment hand-off only. Card data.
+    pub(crate) fn card_digits(&self, kind: FieldKind) -> Option<&[u8]> {
+        self.fields.digits(kind)
+    }
+
+    /// The gateway answered: wipe the card fields, keep `record`, emit the `payment` event.
+    pub fn paid(&mut self, record: PaymentRecord) -> Vec<Action> {
+        self.fields.wipe();
+        self.payment = Some(record.clone());
+        vec![Action::Emit(EventBody::Payment(record))]
+    }
+
+    /// Whether every card digit is gone (for tests of the wipe).
+    pub fn card_wiped(&self) -> bool {
+        self.fields.is_wiped()
+    }
+
     pub fn view(&self, today: YearMonth) -> SessionView {
         SessionView {
             id: self.id.to_string(),
@@ -332,6 +367,7 @@ impl Session {
             },
             active_field: self.fields.active(),
             fields: self.fields.view(today),
+            payment: self.payment.clone(),
         }
     }
 }

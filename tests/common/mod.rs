@@ -69,6 +69,8 @@ pub struct ServerOpts {
     pub rtp_ports: u16,
     pub rtp_timeout_s: u64,
     pub extra: String,
+    /// Extra keys for tenant `acme` (e.g. `webhook_url = "..."`).
+    pub tenant_extra: String,
     /// Extra environment variables for the server process (e.g.
     /// `TONEWALL_TEST_DISABLE_MASKING=1`).
     pub env: Vec<(String, String)>,
@@ -90,6 +92,7 @@ impl Default for ServerOpts {
             rtp_ports: 64,
             rtp_timeout_s: 30,
             extra: String::new(),
+            tenant_extra: String::new(),
             env: Vec::new(),
         }
     }
@@ -138,6 +141,7 @@ carrier = "main"
 api_keys = ["{key}"]
 dnis = ["{dnis}"]
 fields = ["pan", "expiry", "cvv"]
+{tenant_extra}
 
 [[tenant]]
 id = "other"
@@ -159,6 +163,7 @@ path = "{audit}"
             dnis = opts.dnis,
             audit = dir.path().join("audit.db").display(),
             extra = opts.extra,
+            tenant_extra = opts.tenant_extra,
         );
         let config_path = dir.path().join("tonewall.toml");
         std::fs::write(&config_path, config).expect("write config");
