@@ -119,6 +119,26 @@ const LENIENT: Limits = Limits {
     need: 1,
 };
 
+/// The dB limits of a `Limits` as linear factors, computed once per detector.
+#[derive(Clone, Copy)]
+struct Linear {
+    min_power: f32,
+    reverse: f32,
+    normal: f32,
+    rel_peak: f32,
+}
+
+impl Linear {
+    fn of(lim: &Limits) -> Linear {
+        Linear {
+            min_power: db(lim.min_power),
+            reverse: db(lim.reverse),
+            normal: db(lim.normal),
+            rel_peak: db(lim.rel_peak),
+        }
+    }
+}
+
 /// Per-bin results of one half-block.
 #[derive(Clone, Copy, Default)]
 struct Half {
@@ -132,6 +152,8 @@ pub struct Detector {
     sensitivity: Sensitivity,
     position: u64,
     limits: Limits,
+    limits_lin: Linear,
+    lenient_lin: Linear,
     bins: [Bin; 8],
     /// Goertzel state, structure-of-arrays so the 8 bins update as one vector.
     coeff: [f32; 8],
@@ -166,6 +188,8 @@ impl Detector {
             sensitivity,
             position: 0,
             limits,
+            limits_lin: Linear::of(&limits),
+            lenient_lin: Linear::of(&LENIENT),
             bins,
             coeff: bins.map(|b| b.coeff),
             s1: [0.0; 8],
@@ -237,14 +261,14 @@ impl Detector {
     /// Evaluate the window made of halves `a` then `b`, starting at sample `start`.
     fn window(&mut self, a: &Half, b: &Half, start: u64, emit: &mut dyn FnMut(ToneEvent)) {
         let w = Window::new(a, b, &self.bins);
-        let lenient_key = w.key(&LENIENT);
+        let lenient_key = w.key(&LENIENT, &self.lenient_lin);
         let lenient = lenient_key.is_some();
         // An onset needs two overlapping windows voting (leniently) for the same key: a
         // single window is too easily a vowel's harmonics; two are known 19 ms into a tone,
         // well inside the 40 ms hold-back.
         let onset_key = lenient_key.filter(|k| self.prev_lenient == Some(*k));
         self.prev_lenient = lenient_key;
-        let key = w.key(&self.limits);
+        let key = w.key(&self.limits, &self.limits_lin);
         let starts = onset_key.is_some() || key.is_some();
         if (self.in_run && lenient) || starts {
             if !self.in_run {
@@ -320,13 +344,22 @@ impl Window {
             energy: a.energy + b.energy,
             half_energy: [a.energy, b.energy],
         };
+        let mut shifted = [(0.0f32, 0.0f32); 8];
         for (i, bin) in bins.iter().enumerate() {
-            let shifted = cmul(b.x[i], bin.advance);
-            let x = (a.x[i].0 + shifted.0, a.x[i].1 + shifted.1);
-            let raw = norm2(x);
+            shifted[i] = cmul(b.x[i], bin.advance);
+            let x = (a.x[i].0 + shifted[i].0, a.x[i].1 + shifted[i].1);
+            w.raw[i] = norm2(x);
+        }
+        // Only the strongest row and column can vote: measure frequency, scalloping gain
+        // and per-half energy for those two bins (the trigonometry is the costly part).
+        let (r, _) = best_two(&w.raw[..4]);
+        let (c, _) = best_two(&w.raw[4..]);
+        for i in [r, c + 4] {
+            let bin = &bins[i];
+            let raw = w.raw[i];
             // phase advance over one half beyond the bin's own: Δω · HALF
-            let c = cmul(shifted, (a.x[i].0, -a.x[i].1));
-            let dphi = c.1.atan2(c.0);
+            let cp = cmul(shifted[i], (a.x[i].0, -a.x[i].1));
+            let dphi = cp.1.atan2(cp.0);
             let domega = dphi / h;
             // rectangular-window gain at that offset, to undo the scalloping loss
             let half_arg = domega * n / 2.0;
@@ -341,7 +374,6 @@ impl Window {
             } else {
                 1.0
             };
-            w.raw[i] = raw;
             w.power[i] = 2.0 * raw / (n * n) / (gain * gain) / P0;
             w.dev[i] = domega / bin.omega;
             w.half_tone[0][i] = 2.0 * norm2(a.x[i]) / h;
@@ -351,19 +383,19 @@ impl Window {
     }
 
     /// The key this window votes for under `lim`, if any.
-    fn key(&self, lim: &Limits) -> Option<u8> {
+    fn key(&self, lim: &Limits, lin: &Linear) -> Option<u8> {
         let (r, r2) = best_two(&self.raw[..4]);
         let (c, c2) = best_two(&self.raw[4..]);
         let ci = c + 4;
         let (pr, pc) = (self.power[r], self.power[ci]);
-        let min = db(lim.min_power);
+        let min = lin.min_power;
         if pr < min || pc < min {
             return None;
         }
-        if pc > pr * db(lim.reverse) || pr > pc * db(lim.normal) {
+        if pc > pr * lin.reverse || pr > pc * lin.normal {
             return None;
         }
-        let rel = db(lim.rel_peak);
+        let rel = lin.rel_peak;
         if self.raw[r] < self.raw[r2] * rel || self.raw[ci] < self.raw[c2 + 4] * rel {
             return None;
         }
