@@ -1,8 +1,10 @@
 //! The representative's page (`/ui/`) against the real server: its HTTP responses (framable,
 //! strict CSP, no card data), and headless Chromium driven by `tests/browser/ui.mjs`
-//! (playwright-core with the system Chromium) while this test plays the phones: two UDP legs
-//! per session dial the DNIS the page shows, and the customer leg sends the RFC 4733 key
-//! presses the script asks for.
+//! (playwright-core with the system Chromium) while this test plays the phones: two SIPp
+//! legs per session (`tests/sipp/rep_uac.xml`: INVITE, ACK, then wait for tonewall's BYE)
+//! dial the DNIS the page shows, with their media on RTP sockets this test owns; the
+//! representative's socket talks, and the customer's sends the RFC 4733 key presses the
+//! script asks for, from the address SIPp put in its SDP.
 //!
 //! Browser tests skip when Chromium, node or `tests/browser/node_modules` is missing, and
 //! fail instead when `CI` is set. Screenshots go to `target/ui-screenshots/`, or to `docs/`
@@ -15,8 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::uac::{Conn, Leg};
-use common::{Server, ServerOpts, API_KEY};
+use common::{Server, ServerOpts, Sipp, API_KEY};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// The card numbers the scenarios type (for the leak checks).
@@ -95,7 +96,7 @@ struct Keypad {
 impl Keypad {
     /// Each key: start (marker), two continuations 20 ms apart, three end packets; a new
     /// timestamp per press.
-    async fn press(&mut self, leg: &Leg, keys: &str) {
+    async fn press(&mut self, leg: &Phone, keys: &str) {
         const SSRC: u32 = 0xC0FF_EE01;
         for key in keys.chars() {
             let code = event_code(key).expect("keypad key");
@@ -132,9 +133,134 @@ impl Keypad {
     }
 }
 
+/// One leg's media, owned by the test while SIPp does the leg's signalling.
+struct Phone {
+    sock: std::sync::Arc<tokio::net::UdpSocket>,
+    /// tonewall's address for this leg, learned from the first packet it sends us.
+    remote: std::sync::Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Phone {
+    /// Bind an RTP socket; when `talk`, send PCMU every 20 ms once tonewall's address is
+    /// known (the parked leg learns it from tonewall's silence).
+    async fn new(talk: bool) -> Phone {
+        let sock = std::sync::Arc::new(
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind rtp"),
+        );
+        let remote = std::sync::Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+        let (s, r) = (sock.clone(), remote.clone());
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let (mut seq, mut ts) = (1u16, 0u32);
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tokio::select! {
+                    got = s.recv_from(&mut buf) => {
+                        if let Ok((_, from)) = got {
+                            r.lock().expect("lock").get_or_insert(from);
+                        }
+                    }
+                    _ = tick.tick(), if talk => {
+                        let to = *r.lock().expect("lock");
+                        if let Some(to) = to {
+                            let mut p = vec![0x80, 0];
+                            p.extend_from_slice(&seq.to_be_bytes());
+                            p.extend_from_slice(&ts.to_be_bytes());
+                            p.extend_from_slice(&0x5245_5031u32.to_be_bytes());
+                            p.extend_from_slice(&[0xff; 160]);
+                            let _ = s.send_to(&p, to).await;
+                            seq = seq.wrapping_add(1);
+                            ts = ts.wrapping_add(160);
+                        }
+                    }
+                }
+            }
+        });
+        Phone { sock, remote, task }
+    }
+
+    fn port(&self) -> String {
+        self.sock.local_addr().expect("addr").port().to_string()
+    }
+
+    /// Wait until tonewall has sent us something (so we know where to send).
+    async fn wait_remote(&self) -> SocketAddr {
+        for _ in 0..250 {
+            if let Some(a) = *self.remote.lock().expect("lock") {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("tonewall never sent RTP to this leg");
+    }
+
+    async fn send_rtp(&self, pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) {
+        let to = self.wait_remote().await;
+        let mut p = Vec::with_capacity(12 + payload.len());
+        p.push(0x80);
+        p.push(pt | if marker { 0x80 } else { 0 });
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(payload);
+        let _ = self.sock.send_to(&p, to).await;
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A leg: SIPp's signalling plus our media socket.
+struct SippLeg {
+    sipp: Option<Sipp>,
+    phone: Phone,
+}
+
+impl SippLeg {
+    async fn dial(server: &Server, dnis: &str, name: &str, talk: bool) -> SippLeg {
+        let phone = Phone::new(talk).await;
+        let sipp = Sipp::start(
+            name,
+            &common::scenario("rep_uac.xml"),
+            &server.sip_target(),
+            dnis,
+            &[
+                "-key",
+                "rtp_port",
+                &phone.port(),
+                "-key",
+                "codec_pt",
+                "0",
+                "-key",
+                "codec_name",
+                "PCMU",
+            ],
+        );
+        SippLeg {
+            sipp: Some(sipp),
+            phone,
+        }
+    }
+
+    /// SIPp ends successfully only after tonewall's BYE (answered 200).
+    async fn expect_bye(&mut self) -> (bool, String) {
+        let Some(sipp) = self.sipp.take() else {
+            return (false, "already waited".into());
+        };
+        tokio::task::spawn_blocking(move || sipp.wait(Duration::from_secs(15)))
+            .await
+            .expect("join")
+    }
+}
+
 /// Run one scenario of `ui.mjs`, answering its requests for phones.
 async fn run_scenario(server: &Server, scenario: &str) {
-    let target: SocketAddr = server.sip_target().parse().expect("sip target");
     let mut child = tokio::process::Command::new("node")
         .arg(browser_dir().join("ui.mjs"))
         .arg(scenario)
@@ -151,7 +277,7 @@ async fn run_scenario(server: &Server, scenario: &str) {
         .expect("spawn node");
     let mut stdin = child.stdin.take().expect("stdin");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut legs: Vec<(Leg, Leg)> = Vec::new();
+    let mut legs: Vec<(SippLeg, SippLeg)> = Vec::new();
     let mut keypad = Keypad { seq: 1, ts: 8000 };
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
@@ -162,22 +288,21 @@ async fn run_scenario(server: &Server, scenario: &str) {
             Err(_) => panic!("{scenario}: the browser script timed out"),
         };
         if let Some(dnis) = line.strip_prefix("DIAL ") {
-            let rep = Leg::dial(Conn::udp(target).await, target, dnis, 0, "PCMU").await;
-            let cust = Leg::dial(Conn::udp(target).await, target, dnis, 0, "PCMU").await;
+            // The representative first (parked, then talking), then the customer.
+            let rep = SippLeg::dial(server, dnis, "rep", true).await;
+            rep.phone.wait_remote().await;
+            let cust = SippLeg::dial(server, dnis, "customer", false).await;
+            cust.phone.wait_remote().await;
             legs.push((rep, cust));
         } else if let Some(keys) = line.strip_prefix("KEYS ") {
             let (_, cust) = legs.last().expect("KEYS before DIAL");
-            keypad.press(cust, keys).await;
+            keypad.press(&cust.phone, keys).await;
         } else if line == "ENDED" {
             let (rep, cust) = legs.last_mut().expect("ENDED before DIAL");
-            assert!(
-                rep.expect_bye(Duration::from_secs(5)).await,
-                "rep leg hung up"
-            );
-            assert!(
-                cust.expect_bye(Duration::from_secs(5)).await,
-                "customer leg hung up"
-            );
+            let (ok, out) = rep.expect_bye().await;
+            assert!(ok, "rep leg (SIPp) hung up by tonewall:\n{out}");
+            let (ok, out) = cust.expect_bye().await;
+            assert!(ok, "customer leg (SIPp) hung up by tonewall:\n{out}");
         } else if line == "DONE" {
             break;
         } else if let Some(why) = line.strip_prefix("FAIL ") {
@@ -287,7 +412,7 @@ async fn ui_is_served_framable_with_a_strict_csp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_shows_masked_digits_as_they_arrive() {
-    if !browser_available() {
+    if !browser_available() || !common::sipp_available() {
         return;
     }
     let mut server = Server::start(ServerOpts::default());
@@ -299,7 +424,7 @@ async fn ui_shows_masked_digits_as_they_arrive() {
 /// Needs the payment backend (`POST /v1/sessions/{id}/payment`, sandbox gateway).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_pays_with_approve_and_decline_cards() {
-    if !browser_available() {
+    if !browser_available() || !common::sipp_available() {
         return;
     }
     let mut server = Server::start(ServerOpts::default());
