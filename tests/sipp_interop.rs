@@ -188,27 +188,11 @@ async fn sipp_legs_are_bridged_and_rfc4733_digits_masked() {
 
     // The representative: SIPp signalling, media to a socket we own.
     let rep_sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
-    let rep_port = rep_sock.local_addr().expect("addr").port().to_string();
+    let rep_port = rep_sock.local_addr().expect("addr").port();
     let heard = Arc::new(Mutex::new(Heard::default()));
     let rep_task = tokio::spawn(rep_phone(rep_sock, heard.clone()));
     let target = server.sip_target();
-    let rep = Sipp::start(
-        "rep",
-        &common::scenario("rep_uac.xml"),
-        &target,
-        &dnis,
-        &[
-            "-key",
-            "rtp_port",
-            &rep_port,
-            "-key",
-            "codec_pt",
-            "0",
-            "-key",
-            "codec_name",
-            "PCMU",
-        ],
-    );
+    let rep = common::sipp_waiting_leg("rep", &target, &dnis, rep_port);
     api.wait_for(&id, "rep leg up", |s| s["legs"]["rep"]["state"] == "up")
         .await;
     // Parked: the representative hears silence before the customer arrives.
@@ -404,24 +388,8 @@ async fn sipp_rejections_unknown_third_leg_and_capacity() {
     let dnis = s["dnis"].as_str().expect("dnis").to_string();
     let (sse, sse_task) = collect_sse(&api, &id);
     let target = server.sip_target();
-    let rep_port = common::free_port().to_string();
-    let rep = Sipp::start(
-        "rep",
-        &common::scenario("rep_uac.xml"),
-        &target,
-        &dnis,
-        &[
-            "-key",
-            "rtp_port",
-            &rep_port,
-            "-key",
-            "codec_pt",
-            "0",
-            "-key",
-            "codec_name",
-            "PCMU",
-        ],
-    );
+    let rep_port = common::free_port();
+    let rep = common::sipp_waiting_leg("rep", &target, &dnis, rep_port);
     api.wait_for(&id, "rep up", |s| s["legs"]["rep"]["state"] == "up")
         .await;
     let mut stream = pcap::StreamBuilder::new(7, 0, 101);

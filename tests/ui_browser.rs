@@ -182,10 +182,6 @@ impl Phone {
         Phone { sock, remote, task }
     }
 
-    fn port(&self) -> String {
-        self.sock.local_addr().expect("addr").port().to_string()
-    }
-
     /// Wait until tonewall has sent us something (so we know where to send).
     async fn wait_remote(&self) -> SocketAddr {
         for _ in 0..250 {
@@ -225,23 +221,8 @@ struct SippLeg {
 impl SippLeg {
     async fn dial(server: &Server, dnis: &str, name: &str, talk: bool) -> SippLeg {
         let phone = Phone::new(talk).await;
-        let sipp = Sipp::start(
-            name,
-            &common::scenario("rep_uac.xml"),
-            &server.sip_target(),
-            dnis,
-            &[
-                "-key",
-                "rtp_port",
-                &phone.port(),
-                "-key",
-                "codec_pt",
-                "0",
-                "-key",
-                "codec_name",
-                "PCMU",
-            ],
-        );
+        let port = phone.sock.local_addr().expect("addr").port();
+        let sipp = common::sipp_waiting_leg(name, &server.sip_target(), dnis, port);
         SippLeg {
             sipp: Some(sipp),
             phone,

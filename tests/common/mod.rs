@@ -343,6 +343,28 @@ impl Sipp {
     }
 }
 
+/// SIPp dialling `dnis` as a waiting leg (`rep_uac.xml`: INVITE, ACK, then answer
+/// tonewall's BYE), with its media on `rtp_port` (a socket the test owns), speaking PCMU.
+pub fn sipp_waiting_leg(name: &str, sip_target: &str, dnis: &str, rtp_port: u16) -> Sipp {
+    Sipp::start(
+        name,
+        &scenario("rep_uac.xml"),
+        sip_target,
+        dnis,
+        &[
+            "-key",
+            "rtp_port",
+            &rtp_port.to_string(),
+            "-key",
+            "codec_pt",
+            "0",
+            "-key",
+            "codec_name",
+            "PCMU",
+        ],
+    )
+}
+
 /// A scenario that expects the INVITE to be refused with `code`, written to `dir`.
 pub fn refused_scenario(dir: &Path, code: u16) -> PathBuf {
     let text = std::fs::read_to_string(scenario("invite_expect.xml")).expect("scenario");
