@@ -77,36 +77,6 @@ async fn metrics(server: &Server) -> String {
         .expect("text")
 }
 
-fn ulaw_to_linear(u: u8) -> i32 {
-    let u = !u;
-    let t = (((u & 0x0f) as i32) << 3) + 0x84;
-    let t = t << ((u & 0x70) >> 4);
-    if u & 0x80 != 0 {
-        0x84 - t
-    } else {
-        t - 0x84
-    }
-}
-
-fn alaw_to_linear(a: u8) -> i32 {
-    let a = a ^ 0x55;
-    let mut t = ((a & 0x0f) as i32) << 4;
-    let seg = (a & 0x70) >> 4;
-    match seg {
-        0 => t += 8,
-        1 => t += 0x108,
-        _ => {
-            t += 0x108;
-            t <<= seg - 1;
-        }
-    }
-    if a & 0x80 != 0 {
-        t
-    } else {
-        -t
-    }
-}
-
 /// 160 μ-law samples of a loud, varied waveform.
 fn ulaw_frame(n: usize) -> Vec<u8> {
     common::pcap::audio_frame(n).to_vec()
@@ -154,12 +124,15 @@ async fn tcp_rep_udp_customer_transcode_hold_resume_and_delete() {
     // Find our frames by sound: decode both laws and compare.
     let mut matched = 0;
     for i in 0..20usize {
-        let sent: Vec<i32> = ulaw_frame(i).iter().map(|u| ulaw_to_linear(*u)).collect();
+        let sent: Vec<i32> = ulaw_frame(i)
+            .iter()
+            .map(|u| i32::from(common::tones::unulaw(*u)))
+            .collect();
         if relayed.iter().any(|p| {
             p.payload
                 .iter()
                 .zip(&sent)
-                .all(|(a, s)| (alaw_to_linear(*a) - s).abs() <= s.abs() / 8 + 16)
+                .all(|(a, s)| (i32::from(common::tones::unalaw(*a)) - s).abs() <= s.abs() / 8 + 16)
         }) {
             matched += 1;
         }

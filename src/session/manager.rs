@@ -435,7 +435,6 @@ impl SessionManager {
             .get(&id)
             .map(|e| e.session.view(YearMonth::now()))
             .ok_or(ManagerError::SessionNotFound);
-        self.update_gauges(&inner);
         view
     }
 
@@ -451,9 +450,7 @@ impl SessionManager {
             Some((k, e)) if &*e.session.tenant == tenant => k.clone(),
             _ => return Err(ManagerError::SessionNotFound),
         };
-        let r = f(self, &mut inner, &sid, now);
-        self.update_gauges(&inner);
-        r
+        f(self, &mut inner, &sid, now)
     }
 
     fn view_of(inner: &Inner, id: &SessionId) -> Result<SessionView, ManagerError> {
@@ -557,7 +554,6 @@ impl SessionManager {
             }
         };
         self.apply(&mut inner, &sid, actions, now);
-        self.update_gauges(&inner);
     }
 
     /// Time passes: DNIS TTLs end sessions; ended sessions are forgotten after `linger`.
@@ -660,6 +656,8 @@ impl SessionManager {
         }
     }
 
+    /// Session and leg gauges, refreshed on the driver's tick (every 250 ms) rather than
+    /// by a scan of every session on every change.
     fn update_gauges(&self, inner: &Inner) {
         let mut active = 0usize;
         let mut legs = 0usize;

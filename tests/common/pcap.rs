@@ -28,32 +28,9 @@ pub fn audio_frame(n: usize) -> [u8; 160] {
         // A 500 Hz-ish μ-law pattern, varying per frame.
         let phase = ((i + n * 160) % 16) as f32 / 16.0 * std::f32::consts::TAU;
         let lin = (phase.sin() * 3000.0) as i16;
-        *b = linear_to_ulaw(lin);
+        *b = super::tones::ulaw(lin);
     }
     f
-}
-
-pub fn linear_to_ulaw(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    let mut s = sample as i32;
-    let sign = if s < 0 {
-        s = -s;
-        0x80
-    } else {
-        0
-    };
-    if s > 32635 {
-        s = 32635;
-    }
-    s += BIAS;
-    let mut exp = 7;
-    let mut mask = 0x4000;
-    while exp > 0 && s & mask == 0 {
-        exp -= 1;
-        mask >>= 1;
-    }
-    let mant = (s >> (exp + 3)) & 0x0f;
-    !(sign | (exp << 4) | mant) as u8
 }
 
 impl StreamBuilder {

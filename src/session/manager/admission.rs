@@ -14,7 +14,7 @@ use crate::media::bridge::{BridgeHandle, LegMedia};
 use crate::media::LegParams;
 use crate::session::dnis::DnisState;
 use crate::session::events::EventBody;
-use crate::session::state::{Action, AdmitRefusal, LegState, LegUpOutcome, SessionState};
+use crate::session::state::{Action, AdmitRefusal, LegState, LegUpOutcome};
 use crate::sip::trunk::{
     Admission, InviteInfo, LegEnd, LegUp, Rejection, TrunkCommand, TrunkHandler,
 };
@@ -172,7 +172,7 @@ impl TrunkHandler for SessionManager {
                 let leg = LegMedia { sockets, params };
                 match &e.bridge {
                     Some(b) => b.attach(role, leg),
-                    None if tokio::runtime::Handle::try_current().is_ok() => {
+                    None => {
                         e.bridge = Some(BridgeHandle::spawn(
                             session.clone(),
                             role,
@@ -181,19 +181,11 @@ impl TrunkHandler for SessionManager {
                             self.shared.media_tx.clone(),
                         ));
                     }
-                    None => {
-                        tracing::error!(session = %session, "leg_up outside a tokio runtime");
-                        let a = e.session.end(now, SessionState::Failed, "internal_error");
-                        self.apply(&mut inner, &session, a, now);
-                        self.update_gauges(&inner);
-                        return;
-                    }
                 }
                 tracing::info!(session = %session, role = %role, bridged, "leg up");
             }
         }
         self.apply(&mut inner, &session, actions, now);
-        self.update_gauges(&inner);
     }
 
     fn leg_media(&self, session: &SessionId, role: LegRole, params: LegParams) {
@@ -213,6 +205,5 @@ impl TrunkHandler for SessionManager {
         };
         let actions = e.session.leg_ended(role, why, now);
         self.apply(&mut inner, session, actions, now);
-        self.update_gauges(&inner);
     }
 }
