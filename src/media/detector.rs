@@ -21,6 +21,8 @@
 //!
 //! Must never: read the clock, allocate per call, or format a digit.
 
+use zeroize::Zeroize;
+
 use crate::digit::Digit;
 use crate::media::goertzel::{cmul, norm2, Bin, State};
 
@@ -172,6 +174,18 @@ pub struct Detector {
     misses: u32,
     cand: Option<(u8, u32, u64)>,
     declared: Option<u8>,
+}
+
+impl Drop for Detector {
+    /// The candidate and declared keys are card digits: wipe them.
+    fn drop(&mut self) {
+        if let Some((k, _, _)) = &mut self.cand {
+            k.zeroize();
+        }
+        if let Some(k) = &mut self.declared {
+            k.zeroize();
+        }
+    }
 }
 
 impl Detector {

@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use zeroize::Zeroize;
+
 use crate::digit::{Digit, DigitMethod};
 
 /// How far apart the two detections of one press may be.
@@ -26,6 +28,15 @@ struct Seen {
 pub struct PressDedup {
     seen: [Option<Seen>; SLOTS],
     next: usize,
+}
+
+impl Drop for PressDedup {
+    /// The remembered keys are card digits: wipe them.
+    fn drop(&mut self) {
+        for s in self.seen.iter_mut().flatten() {
+            s.digit.zeroize();
+        }
+    }
 }
 
 impl PressDedup {

@@ -13,15 +13,29 @@
 //!
 //! Must never: allocate, read the clock, or format a digit.
 
+use zeroize::Zeroize;
+
 use crate::digit::Digit;
 
-/// The fields of one telephone-event block (RFC 4733 §2.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The fields of one telephone-event block (RFC 4733 §2.3). The event code is a key the
+/// customer pressed: `Debug` does not show it.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct TelephoneEvent {
     pub event: u8,
     pub end: bool,
     pub volume: u8,
     pub duration: u16,
+}
+
+impl std::fmt::Debug for TelephoneEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelephoneEvent")
+            .field("event", &"<redacted>")
+            .field("end", &self.end)
+            .field("volume", &self.volume)
+            .field("duration", &self.duration)
+            .finish()
+    }
 }
 
 impl TelephoneEvent {
@@ -57,7 +71,7 @@ pub enum EventOutcome {
     Stale,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Seen {
     ssrc: u32,
     ts: u32,
@@ -67,8 +81,9 @@ struct Seen {
 /// How many recent presses are remembered for de-duplication.
 const RECENT: usize = 8;
 
-/// The de-duplication state machine of one incoming stream direction.
-#[derive(Clone, Debug, Default)]
+/// The de-duplication state machine of one incoming stream direction. It remembers the
+/// event codes (keys) of recent presses: they are wiped on drop and never shown by `Debug`.
+#[derive(Clone, Default)]
 pub struct EventDedup {
     recent: [Option<Seen>; RECENT],
     next: usize,
@@ -86,6 +101,21 @@ const SEGMENT_MIN: u16 = 0xFF00;
 /// `a` is strictly before `b` in 32-bit serial-number arithmetic.
 pub fn ts_before(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
+}
+
+impl std::fmt::Debug for EventDedup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventDedup(<redacted>)")
+    }
+}
+
+impl Drop for EventDedup {
+    fn drop(&mut self) {
+        for s in self.recent.iter_mut().flatten() {
+            s.event.zeroize();
+        }
+        self.newest_event.zeroize();
+    }
 }
 
 impl EventDedup {
@@ -137,6 +167,24 @@ impl EventDedup {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let ev = TelephoneEvent {
+            event: 9,
+            end: false,
+            volume: 10,
+            duration: 160,
+        };
+        let shown = format!("{ev:?}");
+        assert!(
+            shown.contains("<redacted>") && !shown.contains("event: 9"),
+            "{shown}"
+        );
+        let mut d = EventDedup::new();
+        let _ = d.on_packet(1, 1000, &ev);
+        assert_eq!(format!("{d:?}"), "EventDedup(<redacted>)");
+    }
 
     fn ev(event: u8, end: bool, duration: u16) -> TelephoneEvent {
         TelephoneEvent {
