@@ -18,7 +18,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::carrier::{Adapter, SecureOutcome};
+use crate::carrier::Adapter;
 use crate::config::Config;
 use crate::leg::{LegRole, SessionId};
 use crate::media::bridge::{BridgeConfig, BridgeHandle, MediaEvent};
@@ -235,7 +235,9 @@ impl SessionManager {
         let mut pools = HashMap::new();
         let mut dnis_owner = HashMap::new();
         let mut all_peers = Vec::new();
+        let mut adapters = HashMap::new();
         for c in &config.carrier {
+            adapters.insert(c.id.clone(), crate::carrier::build(c)?);
             for p in &c.peers {
                 all_peers.push(crate::config::parse_peer(p).map_err(anyhow::Error::msg)?);
             }
@@ -274,7 +276,10 @@ impl SessionManager {
                     fields: t.fields.clone(),
                     key_hashes,
                     peers,
-                    adapter: Adapter::from_config(carrier),
+                    adapter: adapters
+                        .get(&carrier.id)
+                        .cloned()
+                        .unwrap_or(Adapter::Manual),
                 },
             );
         }
@@ -411,10 +416,10 @@ impl SessionManager {
             expires_at,
         );
         let mut actions = session.securing();
-        match t.adapter.secure() {
-            SecureOutcome::Done => actions.extend(session.secured()),
-            SecureOutcome::Failed(reason) => {
-                actions.extend(session.end(now, SessionState::Failed, reason))
+        match &t.adapter {
+            Adapter::Manual => actions.extend(session.secured()),
+            Adapter::Controlled { .. } => {
+                actions.extend(session.end(now, SessionState::Failed, "carrier_unsupported"))
             }
         }
         let (events, _) = broadcast::channel(EVENT_BUFFER);
