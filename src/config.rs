@@ -120,6 +120,14 @@ pub struct CarrierConfig {
     pub password_env: Option<String>,
     #[serde(default)]
     pub dial_prefix: Option<String>,
+    /// Each third-party call control step's deadline (hold, originate, waiting for a leg,
+    /// transfer), in seconds.
+    #[serde(default = "default_step_timeout_s")]
+    pub step_timeout_s: u64,
+}
+
+fn default_step_timeout_s() -> u64 {
+    10
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -491,6 +499,9 @@ pub fn validate(config: &Config, env_set: &dyn Fn(&str) -> bool) -> Result<(), C
         }
         for (j, p) in c.peers.iter().enumerate() {
             parse_peer(p).map_err(|m| bad(k(&format!("peers[{j}]")), m))?;
+        }
+        if c.step_timeout_s == 0 || c.step_timeout_s > 120 {
+            return Err(bad(k("step_timeout_s"), "must be between 1 and 120"));
         }
         if c.kind == CarrierKind::Broadworks {
             match &c.xsi_url {

@@ -26,12 +26,14 @@ use crate::media::ports::PortPool;
 use crate::session::dnis::{DnisPool, DEFAULT_QUARANTINE};
 use crate::session::events::{Event, EventBody};
 use crate::session::fields::{UnknownField, YearMonth};
+use crate::session::orchestrator::Plan;
 use crate::session::state::{Action, LegState, Session, SessionState, SessionView};
 use crate::sip::trunk::TrunkCommand;
 
 mod admission;
 mod outbound;
 mod payment;
+mod securing;
 
 pub use payment::{PaymentAnswer, PaymentRequest};
 
@@ -155,6 +157,8 @@ struct TenantInfo {
     key_hashes: Vec<[u8; 32]>,
     peers: Vec<ipnet::IpNet>,
     adapter: Adapter,
+    /// Each third-party call control step's deadline.
+    step_timeout: Duration,
 }
 
 struct Entry {
@@ -167,6 +171,8 @@ struct Entry {
     created_at: chrono::DateTime<chrono::Utc>,
     /// The payment once submitted: `None` inside while the gateway has not answered.
     payment: Option<payment::PaymentSlot>,
+    /// The third-party call control task, while it runs.
+    securing: Option<mpsc::UnboundedSender<securing::SecuringInput>>,
 }
 
 struct Inner {
@@ -280,6 +286,7 @@ impl SessionManager {
                         .get(&carrier.id)
                         .cloned()
                         .unwrap_or(Adapter::Manual),
+                    step_timeout: Duration::from_secs(carrier.step_timeout_s),
                 },
             );
         }
@@ -416,10 +423,23 @@ impl SessionManager {
             expires_at,
         );
         let mut actions = session.securing();
+        let mut securing = None;
         match &t.adapter {
             Adapter::Manual => actions.extend(session.secured()),
-            Adapter::Controlled { .. } => {
-                actions.extend(session.end(now, SessionState::Failed, "carrier_unsupported"))
+            Adapter::Controlled {
+                carrier,
+                dial_prefix,
+            } => {
+                let plan = Plan {
+                    rep: session.rep.clone(),
+                    call: session.call_id.clone(),
+                    dial: format!("{dial_prefix}{}", session.dnis),
+                    step_timeout: t.step_timeout,
+                };
+                securing = self.spawn_securing(&id, carrier.clone(), plan);
+                if securing.is_none() {
+                    actions.extend(session.end(now, SessionState::Failed, "carrier_unavailable"));
+                }
             }
         }
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -431,6 +451,7 @@ impl SessionManager {
                 events: Some(events),
                 created_at: chrono::Utc::now(),
                 payment: None,
+                securing,
             },
         );
         tracing::info!(session = %id, tenant, "session created");
@@ -524,14 +545,22 @@ impl SessionManager {
         })
     }
 
-    /// `DELETE /v1/sessions/{id}`: end the session and hang up its legs.
+    /// `DELETE /v1/sessions/{id}`: end the session. While securing, the carrier steps are
+    /// undone; while bridged, the customer is handed back to the representative where the
+    /// carrier can route it; otherwise the legs are hung up.
     pub fn delete(&self, tenant: &str, id: &str) -> Result<SessionView, ManagerError> {
         self.with_session(tenant, id, |m, inner, sid, now| {
+            m.to_securing(inner, sid, securing::SecuringInput::Cancel);
             let e = inner
                 .sessions
                 .get_mut(sid)
                 .ok_or(ManagerError::SessionNotFound)?;
-            let actions = e.session.end(now, SessionState::Ended, "deleted");
+            let can_hand_back = m.handback_target(&e.session).is_some();
+            let actions = if can_hand_back {
+                e.session.end_handing_back(now, "deleted")
+            } else {
+                e.session.end(now, SessionState::Ended, "deleted")
+            };
             m.apply(inner, sid, actions, now);
             Self::view_of(inner, sid)
         })
@@ -626,6 +655,19 @@ impl SessionManager {
                         role,
                     });
                 }
+                Action::HandBack => {
+                    let target = inner
+                        .sessions
+                        .get(id)
+                        .and_then(|e| self.handback_target(&e.session));
+                    if let Some(target) = target {
+                        tracing::info!(session = %id, "handing the customer back to the representative");
+                        let _ = self.shared.trunk.send(TrunkCommand::HandBack {
+                            session: id.clone(),
+                            target,
+                        });
+                    }
+                }
                 Action::DropBridge => {
                     if let Some(e) = inner.sessions.get_mut(id) {
                         e.bridge = None;
@@ -658,6 +700,15 @@ impl SessionManager {
                     }
                 }
             }
+        }
+    }
+
+    /// Where to REFER the customer to reach the representative, when the tenant's carrier
+    /// routes it.
+    fn handback_target(&self, session: &Session) -> Option<String> {
+        match &self.shared.tenants.get(&session.tenant)?.adapter {
+            Adapter::Controlled { carrier, .. } => carrier.user_uri(&session.rep),
+            Adapter::Manual => None,
         }
     }
 

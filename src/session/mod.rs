@@ -6,4 +6,5 @@ pub mod dnis;
 pub mod events;
 pub mod fields;
 pub mod manager;
+pub mod orchestrator;
 pub mod state;

@@ -58,6 +58,9 @@ pub enum AdmitRefusal {
 pub enum Action {
     /// Hang up this leg on the trunk.
     HangUp(LegRole),
+    /// Hand the customer back to the representative outside tonewall (REFER on the
+    /// customer leg), then release both legs.
+    HandBack,
     /// Stop the bridge (drops the sockets, returning the ports).
     DropBridge,
     /// Give the DNIS back to the pool (into quarantine).
@@ -278,6 +281,19 @@ impl Session {
         out
     }
 
+    /// End the session while bridged by handing the customer back to the representative:
+    /// like `end`, but the legs are released by the hand-back instead of hung up. When not
+    /// bridged, a plain `end`.
+    pub fn end_handing_back(&mut self, now: Instant, reason: &str) -> Vec<Action> {
+        if self.state != SessionState::Bridged {
+            return self.end(now, SessionState::Ended, reason);
+        }
+        let mut out = vec![Action::HandBack];
+        self.legs = [LegState::Ended; 2];
+        out.extend(self.end(now, SessionState::Ended, reason));
+        out
+    }
+
     /// A leg is gone: the session ends (the other leg is hung up).
     pub fn leg_ended(&mut self, role: LegRole, why: LegEnd, now: Instant) -> Vec<Action> {
         if self.legs[idx(role)] == LegState::Waiting {
@@ -447,6 +463,32 @@ mod tests {
         assert_eq!(s.admit(t0), Err(AdmitRefusal::Expired));
         // idempotent
         assert!(s.leg_ended(LegRole::Rep, LegEnd::HungUp, t0).is_empty());
+    }
+
+    #[test]
+    fn hand_back_replaces_the_hang_ups_only_when_bridged() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        s.admit(t0).ok();
+        s.leg_up(LegRole::Rep);
+        // One leg up: a plain end hangs it up.
+        let mut parked = session(t0);
+        parked.admit(t0).ok();
+        parked.leg_up(LegRole::Rep);
+        let a = parked.end_handing_back(t0, "deleted");
+        assert_eq!(hangups(&a), vec![LegRole::Rep]);
+        assert!(!a.iter().any(|a| matches!(a, Action::HandBack)));
+        // Bridged: a hand-back, no hang-up, and the rest of an end.
+        s.admit(t0).ok();
+        s.leg_up(LegRole::Customer);
+        let a = s.end_handing_back(t0, "deleted");
+        assert!(hangups(&a).is_empty());
+        assert!(matches!(a.first(), Some(Action::HandBack)));
+        assert!(a.iter().any(|a| matches!(a, Action::ReleaseDnis)));
+        assert!(a.iter().any(|a| matches!(a, Action::DropBridge)));
+        assert_eq!(s.state, SessionState::Ended);
+        assert!(s.card_wiped());
+        assert!(s.end_handing_back(t0, "deleted").is_empty());
     }
 
     #[test]

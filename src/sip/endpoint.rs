@@ -195,6 +195,10 @@ impl Endpoint {
                 },
                 c = commands.recv(), if commands_open => match c {
                     Some(TrunkCommand::HangUp { session, role }) => self.hang_up(&session, role, Instant::now()),
+                    Some(TrunkCommand::HandBack { session, .. }) => {
+                        self.hang_up(&session, LegRole::Customer, Instant::now());
+                        self.hang_up(&session, LegRole::Rep, Instant::now());
+                    }
                     None => commands_open = false,
                 },
                 _ = tick.tick() => self.on_tick(Instant::now()),

@@ -79,4 +79,7 @@ pub enum TrunkCommand {
     /// Hang the leg up: BYE when established, a final error response when still ringing.
     /// The endpoint then reports `leg_ended(.., LegEnd::HungUp)`.
     HangUp { session: SessionId, role: LegRole },
+    /// Hand the customer back to the representative: REFER the customer leg to `target`
+    /// (a SIP URI), then release both legs.
+    HandBack { session: SessionId, target: String },
 }

@@ -166,6 +166,16 @@ impl TrunkHandler for SessionManager {
             return;
         };
         let (outcome, actions) = e.session.leg_up(role);
+        if outcome != LegUpOutcome::Refuse {
+            self.to_securing(
+                &inner,
+                &session,
+                super::securing::SecuringInput::LegUp(role),
+            );
+        }
+        let Some(e) = inner.sessions.get_mut(&session) else {
+            return;
+        };
         match outcome {
             LegUpOutcome::Refuse => hang_up(),
             LegUpOutcome::Media { bridged } => {
@@ -204,6 +214,11 @@ impl TrunkHandler for SessionManager {
             return;
         };
         let actions = e.session.leg_ended(role, why, now);
+        self.to_securing(
+            &inner,
+            session,
+            super::securing::SecuringInput::LegEnded(role),
+        );
         self.apply(&mut inner, session, actions, now);
     }
 }
