@@ -74,6 +74,11 @@ pub struct ServerOpts {
     /// Extra environment variables for the server process (e.g.
     /// `TONEWALL_TEST_DISABLE_MASKING=1`).
     pub env: Vec<(String, String)>,
+    /// The SIP port to listen on (picked free when `None`); known ahead when a carrier
+    /// simulator must be told where the trunk is before the server starts.
+    pub sip_port: Option<u16>,
+    /// The `[[carrier]]` id tenant `acme` uses (`main` is manual; define others in `extra`).
+    pub carrier: String,
 }
 
 impl ServerOpts {
@@ -94,6 +99,8 @@ impl Default for ServerOpts {
             extra: String::new(),
             tenant_extra: String::new(),
             env: Vec::new(),
+            sip_port: None,
+            carrier: "main".into(),
         }
     }
 }
@@ -110,7 +117,7 @@ pub struct Server {
 impl Server {
     pub fn start(opts: ServerOpts) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sip_port = free_port();
+        let sip_port = opts.sip_port.unwrap_or_else(free_port);
         let http_port = free_port();
         let rtp_base = free_port_block(opts.rtp_ports);
         let config = format!(
@@ -137,7 +144,7 @@ peers = ["{peers}"]
 
 [[tenant]]
 id = "acme"
-carrier = "main"
+carrier = "{carrier}"
 api_keys = ["{key}"]
 dnis = ["{dnis}"]
 fields = ["pan", "expiry", "cvv"]
@@ -164,6 +171,7 @@ path = "{audit}"
             audit = dir.path().join("audit.db").display(),
             extra = opts.extra,
             tenant_extra = opts.tenant_extra,
+            carrier = opts.carrier,
         );
         let config_path = dir.path().join("tonewall.toml");
         std::fs::write(&config_path, config).expect("write config");
