@@ -863,3 +863,16 @@ async fn watch_fails_cleanly_without_a_channel() {
         "{e:?}"
     );
 }
+
+#[tokio::test]
+async fn a_terminated_subscription_is_renewed() {
+    let (st, url) = stub().await;
+    let bw = adapter(&url);
+    bw.watch(REP).await.unwrap();
+    let subs = format!("{EVT}/user/{REP}");
+    assert_eq!(st.requests("POST", &subs).len(), 1);
+    st.write(&event("event_subscription_terminated.xml", "ev-30"));
+    until("re-subscription", || st.requests("POST", &subs).len() == 2).await;
+    until("ack", || st.acks("ev-30") == 1).await;
+    assert_eq!(st.opened.load(Ordering::SeqCst), 1, "the channel stays up");
+}
