@@ -14,6 +14,7 @@ use tonewall::carrier::broadworks::xml::{self, EventData, StreamDoc};
 use tonewall::carrier::broadworks::Broadworks;
 use tonewall::carrier::{CallEventKind, CallInfo, CallState, Carrier, CarrierError, CarrierEvent};
 use xsi_stub::*;
+
 // ---------------------------------------------------------------------------------------
 // Recorded bodies
 
