@@ -54,7 +54,14 @@ impl Sim {
         if let Some(c) = lock(&self.model).calls.get_mut(&n) {
             c.state = if hold { "Held" } else { "Active" };
         }
-        self.emit(n, if hold { "CallHeldEvent" } else { "CallRetrievedEvent" });
+        self.emit(
+            n,
+            if hold {
+                "CallHeldEvent"
+            } else {
+                "CallRetrievedEvent"
+            },
+        );
         Ok(())
     }
 
@@ -96,7 +103,13 @@ impl Sim {
         Ok(format!("callhalf-{n}:0"))
     }
 
-    async fn click_to_dial(&self, n: u64, number: String, phone: std::net::SocketAddr, address: String) {
+    async fn click_to_dial(
+        &self,
+        n: u64,
+        number: String,
+        phone: std::net::SocketAddr,
+        address: String,
+    ) {
         let r = match self
             .invite_new(Party::Phone(number.clone()), phone, &address, None, true)
             .await
@@ -133,7 +146,11 @@ impl Sim {
                 self.emit(n, "CallAnsweredEvent");
             }
             Err(_) => {
-                self.ack(r.half, r.seq, Some(&sdp::with_direction(&offer, "inactive")));
+                self.ack(
+                    r.half,
+                    r.seq,
+                    Some(&sdp::with_direction(&offer, "inactive")),
+                );
                 self.drop_call(n);
                 self.bye(r.half).await;
             }
@@ -141,15 +158,26 @@ impl Sim {
     }
 
     /// `PUT …/BlindTransfer?address=`: the far end goes to `address` on the trunk.
-    pub async fn blind_transfer(&self, user: &str, call: &str, address: &str) -> Result<(), XsiError> {
+    pub async fn blind_transfer(
+        &self,
+        user: &str,
+        call: &str,
+        address: &str,
+    ) -> Result<(), XsiError> {
         if self.faults.fails("BlindTransfer") {
             return Err(failed("BlindTransfer"));
         }
         let (n, a, r, r_sdp, from) = {
             let m = lock(&self.model);
-            let c = m.call(user, call).ok_or_else(|| XsiError::call_not_found(call))?;
+            let c = m
+                .call(user, call)
+                .ok_or_else(|| XsiError::call_not_found(call))?;
             let a = c.remote_half.ok_or_else(|| conflict("Call not answered"))?;
-            let from = m.halves.get(&a).map(|h| h.party.number().to_string()).unwrap_or_default();
+            let from = m
+                .halves
+                .get(&a)
+                .map(|h| h.party.number().to_string())
+                .unwrap_or_default();
             let r_sdp = c.user_half.and_then(|u| m.halves.get(&u)?.sdp.clone());
             (c.n, a, c.user_half, r_sdp, from)
         };
@@ -163,7 +191,13 @@ impl Sim {
         };
         let trunk = self.cfg.trunk;
         match self
-            .invite_new(Party::Trunk(address.to_string()), trunk, &from, Some(&a_offer), false)
+            .invite_new(
+                Party::Trunk(address.to_string()),
+                trunk,
+                &from,
+                Some(&a_offer),
+                false,
+            )
             .await
         {
             Ok(t) => {
@@ -186,7 +220,9 @@ impl Sim {
             Err(status) => {
                 let back = r_sdp.map(|s| sdp::with_direction(&s, "sendonly"));
                 self.ack(a, seq, back.as_deref());
-                Err(conflict(format!("Transfer target refused the call: {status}")))
+                Err(conflict(format!(
+                    "Transfer target refused the call: {status}"
+                )))
             }
         }
     }
@@ -199,7 +235,13 @@ impl Sim {
         let (active, held) = {
             let m = lock(&self.model);
             let calls = m.user_calls(user);
-            let pick = |st: &[&str]| calls.iter().rev().find(|c| st.contains(&c.state)).map(|c| c.n);
+            let pick = |st: &[&str]| {
+                calls
+                    .iter()
+                    .rev()
+                    .find(|c| st.contains(&c.state))
+                    .map(|c| c.n)
+            };
             (pick(&["Active", "Alerting"]), pick(&["Held"]))
         };
         if active.is_none() && held.is_none() {
@@ -236,7 +278,9 @@ fn refer_user(sim: &Sim, refer_to: &str) -> Option<String> {
         .split(['>', ';', '?'])
         .next()?
         .trim();
-    let full = inner.strip_prefix("sip:").or_else(|| inner.strip_prefix("sips:"))?;
+    let full = inner
+        .strip_prefix("sip:")
+        .or_else(|| inner.strip_prefix("sips:"))?;
     let num = uri_user(refer_to)?;
     sim.cfg
         .users
@@ -310,7 +354,10 @@ async fn hand_back(sim: &Arc<Sim>, h: u64, refer_to: &str) -> Result<(), ()> {
             }
         }
         m.link(r, a);
-        let remote = m.halves.get(&a).map(|x| format!("tel:{}", x.party.number()));
+        let remote = m
+            .halves
+            .get(&a)
+            .map(|x| format!("tel:{}", x.party.number()));
         if let Some(c) = m.calls.get_mut(&n) {
             c.remote_half = Some(a);
             c.state = "Active";

@@ -58,7 +58,10 @@ pub(crate) fn now_ms() -> i64 {
 
 /// The user part of the first SIP URI in a header value (`"A" <sip:0400@h>;tag=x` → `0400`).
 pub(crate) fn uri_user(v: &str) -> Option<String> {
-    let start = v.find("sip:").map(|i| i + 4).or_else(|| v.find("tel:").map(|i| i + 4))?;
+    let start = v
+        .find("sip:")
+        .map(|i| i + 4)
+        .or_else(|| v.find("tel:").map(|i| i + 4))?;
     let rest = v.get(start..)?;
     let end = rest.find(['@', '>', ';']).unwrap_or(rest.len());
     Some(rest.get(..end)?.to_string()).filter(|s| !s.is_empty())
@@ -147,7 +150,8 @@ impl Sim {
                 return Err(408);
             }
         };
-        self.log.push(format!("sip < {} INVITE {label}", resp.status));
+        self.log
+            .push(format!("sip < {} INVITE {label}", resp.status));
         if !(200..300).contains(&resp.status) {
             return Err(resp.status);
         }
@@ -164,7 +168,11 @@ impl Sim {
     }
 
     /// re-INVITE a half (with an offer, or none to ask for one); the 2xx and its CSeq.
-    pub(crate) async fn reinvite(&self, half: u64, offer: Option<&str>) -> Result<(Response, u32), u16> {
+    pub(crate) async fn reinvite(
+        &self,
+        half: u64,
+        offer: Option<&str>,
+    ) -> Result<(Response, u32), u16> {
         let built = {
             let mut m = lock(&self.model);
             let offer = offer.map(|o| m.stamp(half, o));
@@ -186,7 +194,8 @@ impl Sim {
                 return Err(408);
             }
         };
-        self.log.push(format!("sip < {} INVITE {label}", resp.status));
+        self.log
+            .push(format!("sip < {} INVITE {label}", resp.status));
         if !(200..300).contains(&resp.status) {
             return Err(resp.status);
         }
@@ -250,7 +259,8 @@ impl Sim {
                         "active;expires=60"
                     },
                 );
-                r.headers.push("Content-Type", "message/sipfrag;version=2.0");
+                r.headers
+                    .push("Content-Type", "message/sipfrag;version=2.0");
                 r.body = Bytes::from(format!("SIP/2.0 {status} {}\r\n", reason_phrase(status)));
                 (r, h.dlg.peer, h.party.label())
             })
@@ -406,7 +416,13 @@ async fn reinvite_from_party(sim: &Arc<Sim>, req: Request, tx: ServerTx) {
     let answer = answer.or_else(|| {
         let m = lock(&sim.model);
         link.and_then(|o| m.halves.get(&o)?.sdp.clone())
-            .or_else(|| m.halves.get(&h)?.sdp.clone().map(|s| sdp::with_direction(&s, "inactive")))
+            .or_else(|| {
+                m.halves
+                    .get(&h)?
+                    .sdp
+                    .clone()
+                    .map(|s| sdp::with_direction(&s, "inactive"))
+            })
     });
     let contact = sim.ua.contact("sim");
     let mut ok = reply(&req, 200, &tag).with_header("Contact", contact);

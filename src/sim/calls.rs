@@ -112,7 +112,10 @@ pub fn xml_escape(s: &str) -> String {
 
 /// `callhalf-N:0` → N.
 pub fn parse_call_id(id: &str) -> Option<u64> {
-    id.strip_prefix("callhalf-")?.strip_suffix(":0")?.parse().ok()
+    id.strip_prefix("callhalf-")?
+        .strip_suffix(":0")?
+        .parse()
+        .ok()
 }
 
 /// Every half and call.

@@ -146,8 +146,14 @@ impl Phone {
         let mut tasks = Vec::new();
         let ssrc: u32 = rand::random();
         tasks.push(
-            tokio::spawn(sip_task(ua.clone(), rx, st.clone(), rtp.local_addr()?, cfg.number.clone()))
-                .abort_handle(),
+            tokio::spawn(sip_task(
+                ua.clone(),
+                rx,
+                st.clone(),
+                rtp.local_addr()?,
+                cfg.number.clone(),
+            ))
+            .abort_handle(),
         );
         tasks.push(tokio::spawn(rtp_rx(rtp.clone(), st.clone())).abort_handle());
         tasks.push(tokio::spawn(tone_tx(rtp.clone(), st.clone(), ssrc)).abort_handle());
@@ -166,7 +172,9 @@ impl Phone {
     }
 
     pub fn rtp_addr(&self) -> SocketAddr {
-        self.rtp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.rtp
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// INVITE `sip:{number}@proxy` with an offer, wait for the 200, ACK.
@@ -208,7 +216,10 @@ impl Phone {
         let ssrc: u32 = rand::random();
         tokio::spawn(async move {
             for code in codes {
-                let Some((target, pt)) = lock(&st).current().and_then(|c| Some((c.remote_media?, c.te_pt))) else {
+                let Some((target, pt)) = lock(&st)
+                    .current()
+                    .and_then(|c| Some((c.remote_media?, c.te_pt)))
+                else {
                     return;
                 };
                 lock(&st).keying = true;
@@ -315,7 +326,8 @@ fn handle(ua: &Ua, inc: Incoming, st: &Arc<Mutex<State>>, rtp: SocketAddr, numbe
             }
         }
         (Method::Invite, Some(tx)) => {
-            let existing = find(&mut s, &req).map(|c| (c.dlg.call_id.clone(), c.dlg.local_tag.clone()));
+            let existing =
+                find(&mut s, &req).map(|c| (c.dlg.call_id.clone(), c.dlg.local_tag.clone()));
             let (cid, tag) = match existing {
                 Some(k) => k,
                 None if req.headers.tag("To").is_some() => {
@@ -358,10 +370,21 @@ fn handle(ua: &Ua, inc: Incoming, st: &Arc<Mutex<State>>, rtp: SocketAddr, numbe
             let before = s.calls.len();
             s.calls.retain(|c| !c.dlg.matches(&req));
             let status = if s.calls.len() < before { 200 } else { 481 };
-            tx.respond(req.response(status, if status == 200 { "OK" } else { "Call/Transaction Does Not Exist" }, None));
+            tx.respond(req.response(
+                status,
+                if status == 200 {
+                    "OK"
+                } else {
+                    "Call/Transaction Does Not Exist"
+                },
+                None,
+            ));
         }
         (Method::Notify, Some(tx)) => {
-            if let Some(line) = std::str::from_utf8(&req.body).ok().and_then(|b| b.lines().next()) {
+            if let Some(line) = std::str::from_utf8(&req.body)
+                .ok()
+                .and_then(|b| b.lines().next())
+            {
                 s.last_notify = Some(line.trim().to_string());
             }
             tx.respond(req.response(200, "OK", None));
@@ -401,10 +424,7 @@ async fn tone_tx(sock: Arc<UdpSocket>, st: Arc<Mutex<State>>, ssrc: u32) {
         tick.tick().await;
         let send = {
             let mut s = lock(&st);
-            let target = s
-                .current()
-                .filter(|c| !c.held)
-                .and_then(|c| c.remote_media);
+            let target = s.current().filter(|c| !c.held).and_then(|c| c.remote_media);
             match target {
                 Some(t) if !s.keying => {
                     s.seq = s.seq.wrapping_add(1);
@@ -414,7 +434,9 @@ async fn tone_tx(sock: Arc<UdpSocket>, st: Arc<Mutex<State>>, ssrc: u32) {
                 _ => None,
             }
         };
-        let Some((target, seq, ts)) = send else { continue };
+        let Some((target, seq, ts)) = send else {
+            continue;
+        };
         let mut p = rtp_header(0, false, seq, ts, ssrc);
         for _ in 0..160 {
             let v = (phase.sin() * 1000.0) as i16;

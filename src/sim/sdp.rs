@@ -120,7 +120,10 @@ m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\
         assert_eq!(h.matches("a=send").count(), 1);
         let r = restamp(&h, "sim", 7, 3);
         assert!(r.contains("o=sim 7 3 IN IP4 127.0.0.1\r\n"));
-        assert_eq!(media_addr("c=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 0\r\n"), None);
+        assert_eq!(
+            media_addr("c=IN IP4 0.0.0.0\r\nm=audio 4000 RTP/AVP 0\r\n"),
+            None
+        );
         assert_eq!(media_addr("garbage"), None);
         assert_eq!(mirror("sendonly"), "recvonly");
     }

@@ -53,7 +53,8 @@ impl ServerTx {
     /// Send a response (a 2xx to INVITE is retransmitted until its ACK arrives).
     pub fn respond(&self, resp: Response) {
         if self.is_invite && (200..300).contains(&resp.status) {
-            self.ua.retransmit_2xx(self.dialog_key.clone(), resp.clone(), self.target);
+            self.ua
+                .retransmit_2xx(self.dialog_key.clone(), resp.clone(), self.target);
         }
         let _ = self.inbox.send(SrvIn::Resp(resp));
     }
@@ -294,7 +295,9 @@ impl Ua {
     /// Send a request in a client transaction; the final response (provisional ones are
     /// skipped). A 2xx to INVITE must be acknowledged with `ack`. Err on timeout.
     pub async fn request(&self, req: Request, dest: SocketAddr) -> anyhow::Result<Response> {
-        let branch = req.branch().ok_or_else(|| anyhow!("request without branch"))?;
+        let branch = req
+            .branch()
+            .ok_or_else(|| anyhow!("request without branch"))?;
         let (rtx, mut rrx) = mpsc::unbounded_channel();
         lock(&self.inner.clients).insert(branch.clone(), rtx);
         let (ftx, frx) = oneshot::channel::<anyhow::Result<Response>>();
@@ -449,9 +452,7 @@ impl Dlg {
             remote_tag: h.tag("From")?,
             local_party: format!("{to};tag={local_tag}"),
             remote_party: h.get("From")?.to_string(),
-            remote_target: h
-                .contact_uri()
-                .unwrap_or_else(|| format!("sip:{peer}")),
+            remote_target: h.contact_uri().unwrap_or_else(|| format!("sip:{peer}")),
             local_cseq: 100,
             peer,
             contact: contact.to_string(),
@@ -472,7 +473,11 @@ impl Dlg {
                 .unwrap_or_else(|| invite.uri.clone()),
             local_cseq: invite.headers.cseq()?.0,
             peer,
-            contact: invite.headers.get("Contact").unwrap_or_default().to_string(),
+            contact: invite
+                .headers
+                .get("Contact")
+                .unwrap_or_default()
+                .to_string(),
         })
     }
 

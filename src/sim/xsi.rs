@@ -34,7 +34,11 @@ fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -54,7 +58,10 @@ pub fn pct_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(v);
                 i += 3;
                 continue;
@@ -170,8 +177,11 @@ async fn handle(
         } else {
             format!("/{}", segs.join("/"))
         };
-        sim.log
-            .push(format!("xsi {} {shown} -> {}", method, resp.status().as_u16()));
+        sim.log.push(format!(
+            "xsi {} {shown} -> {}",
+            method,
+            resp.status().as_u16()
+        ));
     }
     resp
 }
@@ -254,7 +264,8 @@ fn events(sim: &Arc<Sim>, method: &Method, base: &str, segs: &[String], body: &[
         ("POST", true, ["channel"]) => {
             let set = xml_text(&text, "channelSetId").unwrap_or_else(|| "default".into());
             let (_, rx) = sim.events.open(&set);
-            let stream = UnboundedReceiverStream::new(rx).map(Ok::<Bytes, std::convert::Infallible>);
+            let stream =
+                UnboundedReceiverStream::new(rx).map(Ok::<Bytes, std::convert::Infallible>);
             Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/xml; charset=UTF-8")
@@ -265,7 +276,11 @@ fn events(sim: &Arc<Sim>, method: &Method, base: &str, segs: &[String], body: &[
             if sim.events.heartbeat(id) {
                 empty(StatusCode::OK)
             } else {
-                error_info(&XsiError::new(404, 4401, format!("Channel not found: {id}")))
+                error_info(&XsiError::new(
+                    404,
+                    4401,
+                    format!("Channel not found: {id}"),
+                ))
             }
         }
         ("POST", false, ["channel", "eventresponse"]) => match xml_text(&text, "eventID") {
@@ -279,7 +294,11 @@ fn events(sim: &Arc<Sim>, method: &Method, base: &str, segs: &[String], body: &[
             if sim.events.close(id) {
                 empty(StatusCode::OK)
             } else {
-                error_info(&XsiError::new(404, 4401, format!("Channel not found: {id}")))
+                error_info(&XsiError::new(
+                    404,
+                    4401,
+                    format!("Channel not found: {id}"),
+                ))
             }
         }
         ("POST", false, ["user", u]) | ("POST", false, ["user", u, "subscription"]) => {
