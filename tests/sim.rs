@@ -364,3 +364,258 @@ async fn call_in_hold_originate_transfer_refer_release() {
     assert_eq!(log.iter().filter(|l| l.starts_with("sip > BYE")).count(), 3);
     r.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn talk_and_reconnect() {
+    let r = rig().await;
+    let (_chan, mut ev) = r.channel(true).await;
+    let n = r.call_in().await;
+    next_event(&mut ev).await;
+    next_event(&mut ev).await;
+    assert_eq!(r.action("PUT", &format!("/{n}/Hold")).await.0, 200);
+    assert!(r.customer.stats().held);
+    assert_eq!(r.action("PUT", &format!("/{n}/Talk")).await.0, 200);
+    assert!(!r.customer.stats().held);
+    assert_eq!(r.sim.calls(REP)[0].state, "Active");
+    assert_eq!(next_event(&mut ev).await.0, "CallHeldEvent");
+    assert_eq!(
+        next_event(&mut ev).await,
+        ("CallRetrievedEvent".into(), n.clone())
+    );
+    media_flows(&r.customer, &r.rep).await;
+
+    // Hold, dial the DNIS, then Reconnect: the trunk call goes, the customer is back.
+    assert_eq!(r.action("PUT", &format!("/{n}/Hold")).await.0, 200);
+    let (st, body) = r.action("POST", &format!("/new?address={DNIS}")).await;
+    assert_eq!(st, 201);
+    let m = between(&body, "<callId>", "</callId>");
+    assert_eq!(next_event(&mut ev).await.0, "CallHeldEvent");
+    assert_eq!(next_event(&mut ev).await.0, "CallOriginatedEvent");
+    assert_eq!(next_event(&mut ev).await.0, "CallAnsweredEvent");
+    assert_eq!(r.action("PUT", "/Reconnect").await.0, 200);
+    assert_eq!(
+        next_event(&mut ev).await,
+        ("CallReleasedEvent".into(), m.clone())
+    );
+    assert_eq!(
+        next_event(&mut ev).await,
+        ("CallRetrievedEvent".into(), n.clone())
+    );
+    until("trunk released", || !r.trunk.stats().in_call).await;
+    let c = r.sim.calls(REP);
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        (c[0].state.as_str(), c[0].peer.clone()),
+        ("Active", format!("phone:{CUST}"))
+    );
+    assert!(!r.customer.stats().held);
+    media_flows(&r.customer, &r.rep).await;
+    assert_in_order(
+        &r.sim.log(),
+        &[
+            format!("xsi PUT /user/{REP}/calls/{n}/Talk -> 200"),
+            format!("sip > BYE trunk:{DNIS}"),
+            format!("sip > INVITE customer:{CUST}"),
+            format!("xsi PUT /user/{REP}/calls/Reconnect -> 200"),
+        ],
+    );
+
+    // A BYE from the customer releases the rep's half.
+    r.customer.hang_up().await.expect("hang up");
+    assert_eq!(
+        next_event(&mut ev).await,
+        ("CallReleasedEvent".into(), n.clone())
+    );
+    until("rep idle", || !r.rep.stats().in_call).await;
+    assert!(r.sim.calls(REP).is_empty());
+    r.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn fail_action_answers_500_and_does_nothing() {
+    let r = rig().await;
+    let n = r.call_in().await;
+    for (action, method, tail) in [
+        ("Hold", "PUT", format!("/{n}/Hold")),
+        ("Talk", "PUT", format!("/{n}/Talk")),
+        ("new", "POST", format!("/new?address={DNIS}")),
+        (
+            "BlindTransfer",
+            "PUT",
+            format!("/{n}/BlindTransfer?address={DNIS}"),
+        ),
+        ("Reconnect", "PUT", "/Reconnect".to_string()),
+        ("Release", "DELETE", format!("/{n}")),
+    ] {
+        r.sim.faults().set_fail_action(Some(action));
+        let (st, body) = r.action(method, &tail).await;
+        assert_eq!(st, 500, "{action}");
+        assert!(
+            body.contains("<ErrorInfo") && body.contains("<errorCode>"),
+            "{body}"
+        );
+    }
+    r.sim.faults().set_fail_action(None);
+    let c = r.sim.calls(REP);
+    assert_eq!((c.len(), c[0].state.as_str()), (1, "Active"));
+    assert!(!r.customer.stats().held && !r.trunk.stats().in_call);
+    assert!(!r
+        .sim
+        .log()
+        .iter()
+        .any(|l| l.contains(&format!("trunk:{DNIS}"))));
+    assert_eq!(r.action("PUT", &format!("/{n}/Hold")).await.0, 200);
+    r.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn dnis_busy_refuses_originate_and_transfer() {
+    let r = rig().await;
+    let (_chan, mut ev) = r.channel(true).await;
+    let n = r.call_in().await;
+    next_event(&mut ev).await;
+    next_event(&mut ev).await;
+    assert_eq!(r.action("PUT", &format!("/{n}/Hold")).await.0, 200);
+    next_event(&mut ev).await;
+    r.sim.faults().set_dnis_busy(true);
+    let (st, body) = r.action("POST", &format!("/new?address={DNIS}")).await;
+    assert_eq!(st, 201);
+    let m = between(&body, "<callId>", "</callId>");
+    assert_eq!(
+        next_event(&mut ev).await,
+        ("CallOriginatedEvent".into(), m.clone())
+    );
+    assert_eq!(
+        next_event(&mut ev).await,
+        ("CallReleasedEvent".into(), m.clone())
+    );
+    assert_eq!(r.sim.calls(REP).len(), 1);
+    // Blind transfer: refused with 409, the customer stays held with the rep.
+    let (st, body) = r
+        .action("PUT", &format!("/{n}/BlindTransfer?address={DNIS}"))
+        .await;
+    assert_eq!(st, 409);
+    assert!(body.contains("<ErrorInfo"));
+    let c = r.sim.calls(REP);
+    assert_eq!((c.len(), c[0].state.as_str()), (1, "Held"));
+    assert!(r.customer.stats().held);
+    assert_eq!(r.customer.stats().remote_media, Some(r.rep.rtp_addr()));
+    assert!(!r.trunk.stats().in_call);
+    let log = r.sim.log();
+    assert_in_order(
+        &log,
+        &[
+            "sip > INVITE phone:2001".into(),
+            format!("sip < 486 INVITE trunk:{DNIS}"),
+            "sip > BYE phone:2001".into(),
+            format!("sip > INVITE customer:{CUST}"),
+            format!("sip < 486 INVITE trunk:{DNIS}"),
+            format!("xsi PUT /user/{REP}/calls/{n}/BlindTransfer -> 409"),
+        ],
+    );
+    assert!(!log
+        .iter()
+        .any(|l| l == &format!("sip > INVITE trunk:{DNIS}")));
+    r.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn event_delay_drop_and_cut() {
+    let r = rig().await;
+    let (chan, mut ev) = r.channel(true).await;
+    let n = r.call_in().await;
+    next_event(&mut ev).await;
+    next_event(&mut ev).await;
+    r.sim.faults().set_event_delay(Duration::from_millis(600));
+    let t0 = Instant::now();
+    assert_eq!(r.action("PUT", &format!("/{n}/Hold")).await.0, 200);
+    assert_eq!(next_event(&mut ev).await.0, "CallHeldEvent");
+    assert!(t0.elapsed() >= Duration::from_millis(550));
+    r.sim.faults().set_event_delay(Duration::ZERO);
+
+    r.sim.faults().set_drop_events(true);
+    assert_eq!(r.action("PUT", &format!("/{n}/Talk")).await.0, 200);
+    assert!(r
+        .sim
+        .log()
+        .contains(&format!("event-dropped CallRetrievedEvent {n}")));
+    r.sim.faults().set_drop_events(false);
+    assert_eq!(r.action("PUT", &format!("/{n}/Hold")).await.0, 200);
+    assert_eq!(next_event(&mut ev).await.0, "CallHeldEvent");
+
+    r.sim.faults().cut_stream();
+    let end = tokio::time::timeout(Duration::from_secs(3), ev.recv()).await;
+    assert_eq!(end.expect("stream ends"), None);
+    assert!(r.sim.log().contains(&format!("channel cut {chan}")));
+    r.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn xsi_auth_errors_heartbeat_and_resend() {
+    let r = rig().await;
+    let url = format!("{}{ACT}/user/{REP}/calls", r.sim.xsi_url());
+    let st = r.http.get(&url).send().await.expect("get").status();
+    assert_eq!(st.as_u16(), 401);
+    let st = r
+        .http
+        .get(&url)
+        .basic_auth(USER, Some("wrong"))
+        .send()
+        .await
+        .expect("get")
+        .status();
+    assert_eq!(st.as_u16(), 401);
+    let (st, body) = r.action("PUT", "/callhalf-99:0/Hold").await;
+    assert_eq!(st, 404);
+    assert!(body.contains("<errorCode>4008</errorCode>"), "{body}");
+    assert!(body.contains("Call not found: callhalf-99:0"));
+    let (st, body) = r.action("GET", "").await;
+    assert_eq!(st, 200);
+    assert!(body.contains("<Calls xmlns=\"http://schema.broadsoft.com/xsi\"></Calls>"));
+
+    // Heartbeat on the channel; an event left unacknowledged is re-sent once after 2 s.
+    let (chan, mut ev) = r.channel(false).await;
+    let (st, _) = r
+        .req("PUT", &format!("{EVT}/channel/{chan}/heartbeat"))
+        .await;
+    assert_eq!(st, 200);
+    assert!(recv(&mut ev).await.contains("<ChannelHeartBeat"));
+    let (st, _) = r.req("PUT", &format!("{EVT}/channel/nope/heartbeat")).await;
+    assert_eq!(st, 404);
+    r.customer.dial("2001").await.expect("dial");
+    let first = recv(&mut ev).await;
+    assert!(first.contains("xsi:CallReceivedEvent"));
+    let id = between(&first, "<xsi:eventID>", "</xsi:eventID>");
+    let (st, body) = r
+        .action(
+            "GET",
+            &format!("/{}", between(&first, "<xsi:callId>", "</xsi:callId>")),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert!(body.contains("<personality>Terminator</personality>"));
+    let mut seen = vec![id.clone()];
+    let deadline = Instant::now() + Duration::from_millis(3500);
+    while let Ok(Some(d)) = tokio::time::timeout_at(deadline.into(), ev.recv()).await {
+        seen.push(between(&d, "<xsi:eventID>", "</xsi:eventID>"));
+    }
+    assert_eq!(seen.iter().filter(|x| **x == id).count(), 2, "{seen:?}");
+    let log = r.sim.log();
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.starts_with("event CallReceivedEvent"))
+            .count(),
+        2
+    );
+    assert!(log.contains(&format!("xsi GET /user/{REP}/calls -> 401")));
+    r.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn phone_sends_telephone_events() {
+    let r = rig().await;
+    r.call_in().await;
+    r.customer.send_digits("12");
+    until("events at the rep", || r.rep.stats().events_received >= 16).await;
+    r.sim.shutdown().await;
+}
