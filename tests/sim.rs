@@ -619,3 +619,27 @@ async fn phone_sends_telephone_events() {
     until("events at the rep", || r.rep.stats().events_received >= 16).await;
     r.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn refer_without_a_rep_leg_is_refused_with_503() {
+    let r = rig().await;
+    // The customer dials the DNIS directly: no call of the rep's faces the trunk.
+    r.customer.dial(DNIS).await.expect("dial dnis");
+    media_flows(&r.customer, &r.trunk).await;
+    assert_eq!(
+        r.trunk.refer(&format!("sip:{REP}")).await.expect("refer"),
+        202
+    );
+    until("NOTIFY 503", || {
+        r.trunk.stats().last_notify.as_deref() == Some("SIP/2.0 503 Service Unavailable")
+    })
+    .await;
+    assert!(r
+        .sim
+        .log()
+        .contains(&format!("sip > NOTIFY trunk:{DNIS} 503")));
+    assert!(r.customer.stats().in_call);
+    r.customer.hang_up().await.expect("hang up");
+    until("trunk idle", || !r.trunk.stats().in_call).await;
+    r.sim.shutdown().await;
+}
