@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod payment;
 pub mod server;
 pub mod session;
+pub mod sim;
 pub mod sip;
 pub mod webhook;
