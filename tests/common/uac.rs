@@ -266,16 +266,29 @@ impl Leg {
     }
 
     fn request(&self, method: &str, cseq: u32, body: &str) -> String {
+        self.request_with(method, cseq, "", "application/sdp", body)
+    }
+
+    /// An in-dialog request with `extra` header lines (each ending in CRLF) and a body of
+    /// `content_type`.
+    pub fn request_with(
+        &self,
+        method: &str,
+        cseq: u32,
+        extra: &str,
+        content_type: &str,
+        body: &str,
+    ) -> String {
         let t = self.conn.transport();
         let ct = if body.is_empty() {
             String::new()
         } else {
-            "Content-Type: application/sdp\r\n".into()
+            format!("Content-Type: {content_type}\r\n")
         };
         format!(
             "{method} sip:{dnis}@{target} SIP/2.0\r\nVia: SIP/2.0/{t} {local};branch={b};rport\r\n\
              Max-Forwards: 70\r\nFrom: <sip:caller@{local}>;tag={ft}\r\nTo: <sip:{dnis}@{target}>;tag={tt}\r\n\
-             Call-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{local}>\r\n{ct}\
+             Call-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{local}>\r\n{extra}{ct}\
              Content-Length: {len}\r\n\r\n{body}",
             dnis = self.dnis,
             target = self.target,
@@ -339,6 +352,56 @@ impl Leg {
                 return true;
             }
         }
+    }
+
+    /// `(Call-ID, our From tag, tonewall's To tag)` of this dialog.
+    pub fn dialog_ids(&self) -> (&str, &str, &str) {
+        (&self.call_id, &self.from_tag, &self.to_tag)
+    }
+
+    /// Receive until a request `method` arrives (other messages are dropped); `None` after
+    /// `wait`.
+    pub async fn expect_request(&mut self, method: &str, wait: Duration) -> Option<Msg> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let m = self.conn.recv(left).await?;
+            if m.is_request(method) {
+                return Some(m);
+            }
+        }
+    }
+
+    /// Answer a request from tonewall with `status` (headers echoed as RFC 3261 §8.2.6).
+    pub async fn reply(&mut self, req: &Msg, status: u16, reason: &str) {
+        let mut resp = format!("SIP/2.0 {status} {reason}\r\n");
+        for h in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            if let Some(v) = req.header(h) {
+                resp.push_str(&format!("{h}: {v}\r\n"));
+            }
+        }
+        resp.push_str("Content-Length: 0\r\n\r\n");
+        self.conn.send(&resp).await;
+    }
+
+    /// The text of the next NOTIFY of a REFER subscription (`Event: refer`, a
+    /// `message/sipfrag` body `SIP/2.0 {frag}`, `Subscription-State: {state}`); not sent,
+    /// so a test can send it (and resend it) with `conn.send`.
+    pub fn notify_text(&mut self, frag: &str, state: &str) -> String {
+        self.cseq += 1;
+        let extra = format!("Event: refer\r\nSubscription-State: {state}\r\n");
+        let body = format!("SIP/2.0 {frag}\r\n");
+        self.request_with("NOTIFY", self.cseq, &extra, "message/sipfrag", &body)
+    }
+
+    /// Send a REFER NOTIFY and return the status of its final response.
+    pub async fn notify(&mut self, frag: &str, state: &str) -> Option<u16> {
+        let text = self.notify_text(frag, state);
+        self.conn.send(&text).await;
+        self.conn
+            .final_response(Duration::from_secs(5))
+            .await?
+            .status()
     }
 
     /// Send one RTP packet to tonewall from our RTP socket.
