@@ -91,7 +91,10 @@ impl Endpoint {
     /// The outcome is known: release both legs (each reports `leg_ended(HungUp)`), then
     /// report `handed_back`.
     fn finish_hand_back(&mut self, session: &SessionId, ok: bool, now: Instant) {
-        self.handbacks.remove(session);
+        if let Some(p) = self.handbacks.remove(session) {
+            // No more REFER retransmissions into a dialog we are about to end.
+            self.client_txs.remove(&p.refer_key);
+        }
         tracing::info!(%session, ok, "hand-back finished, releasing both legs");
         for role in [LegRole::Rep, LegRole::Customer] {
             self.hang_up(session, role, now);
