@@ -23,12 +23,16 @@ use crate::leg::{LegRole, SessionId};
 use crate::media::ports::{LegSockets, PortPool};
 use crate::media::{Codec, LegParams};
 
+mod handback;
 mod in_dialog;
+mod refer;
+
+pub use handback::HANDBACK_TIMEOUT;
 
 /// How long an admitted INVITE rings before the 200 OK: the carrier's window to CANCEL.
 pub const ANSWER_DELAY: Duration = Duration::from_millis(40);
 const TICK: Duration = Duration::from_millis(10);
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REFER, NOTIFY";
 
 /// The endpoint's configuration (from `[sip]` and `[media]`).
 #[derive(Clone, Debug)]
@@ -77,6 +81,7 @@ pub async fn start(
         server_txs: HashMap::new(),
         client_txs: HashMap::new(),
         calls: HashMap::new(),
+        handbacks: HashMap::new(),
         outbox: Vec::new(),
     };
     let task = tokio::spawn(ep.run(inbound, commands));
@@ -130,6 +135,8 @@ struct Endpoint {
     client_txs: HashMap<String, ServerTx>,
     /// Keyed by `Call-ID|local tag`.
     calls: HashMap<String, Call>,
+    /// REFERs in flight on customer legs, by session (`refer.rs`).
+    handbacks: HashMap<SessionId, refer::Pending>,
     outbox: Vec<(Flow, Message)>,
 }
 
@@ -195,10 +202,7 @@ impl Endpoint {
                 },
                 c = commands.recv(), if commands_open => match c {
                     Some(TrunkCommand::HangUp { session, role }) => self.hang_up(&session, role, Instant::now()),
-                    Some(TrunkCommand::HandBack { session, .. }) => {
-                        self.hang_up(&session, LegRole::Customer, Instant::now());
-                        self.hang_up(&session, LegRole::Rep, Instant::now());
-                    }
+                    Some(TrunkCommand::HandBack { session, target }) => self.hand_back(&session, &target, Instant::now()),
                     None => commands_open = false,
                 },
                 _ = tick.tick() => self.on_tick(Instant::now()),
@@ -267,7 +271,17 @@ impl Endpoint {
         if let Some(ct) = self.client_txs.get_mut(&key) {
             let out = ct.tx.on_response(resp, now);
             let flow = ct.flow.clone();
+            let finals: Vec<u16> = out
+                .iter()
+                .filter_map(|o| match o {
+                    Output::ToTu(Message::Response(r)) if r.status >= 200 => Some(r.status),
+                    _ => None,
+                })
+                .collect();
             self.process(&flow, out);
+            for status in finals {
+                self.on_refer_response(&key, status, now);
+            }
         }
     }
 
@@ -327,6 +341,10 @@ impl Endpoint {
                 self.respond(&key, r, now);
             }
             Method::Invite => self.on_invite(req, &key, flow, now),
+            // A NOTIFY outside a dialog matches no subscription of ours.
+            Method::Notify => self.respond(&key, Self::simple(&req, 481), now),
+            // tonewall is never transferred by the carrier.
+            Method::Refer => self.respond(&key, Self::simple(&req, 403), now),
             _ => {
                 let r = Self::simple(&req, 501).with_header("Allow", ALLOW);
                 self.respond(&key, r, now);
@@ -528,7 +546,9 @@ impl Endpoint {
                 let (session, role, flow) = (call.session.clone(), call.role, call.flow.clone());
                 self.send_bye(call.dialog, &flow, now);
                 self.handler.leg_ended(&session, role, LegEnd::Timeout);
+                self.leg_gone(&session, role, now);
             }
         }
+        self.hand_back_tick(now);
     }
 }

@@ -71,6 +71,10 @@ pub trait TrunkHandler: Send + Sync + 'static {
     fn leg_media(&self, session: &SessionId, role: LegRole, params: LegParams);
     /// The leg is gone (after `admit` said yes), for whatever reason.
     fn leg_ended(&self, session: &SessionId, role: LegRole, why: LegEnd);
+    /// The outcome of a `TrunkCommand::HandBack`: `ok` when the carrier reported the
+    /// customer transferred (final NOTIFY 2xx). Reported once, after both legs were released
+    /// (their `leg_ended` come first).
+    fn handed_back(&self, _session: &SessionId, _ok: bool) {}
 }
 
 /// What the session layer asks of the endpoint.
@@ -79,7 +83,10 @@ pub enum TrunkCommand {
     /// Hang the leg up: BYE when established, a final error response when still ringing.
     /// The endpoint then reports `leg_ended(.., LegEnd::HungUp)`.
     HangUp { session: SessionId, role: LegRole },
-    /// Hand the customer back to the representative: REFER the customer leg to `target`
-    /// (a SIP URI), then release both legs.
+    /// Hand the customer back (SPEC §2.8): REFER the customer leg to `target` (a SIP URI,
+    /// e.g. `sip:rep1@sim.example`), then BYE both legs once the REFER's outcome is known
+    /// (final NOTIFY, REFER refused, 8 s without a final NOTIFY, or the customer leg gone).
+    /// The endpoint reports each leg's `leg_ended(.., LegEnd::HungUp)` and then
+    /// `handed_back(ok)`.
     HandBack { session: SessionId, target: String },
 }

@@ -266,16 +266,29 @@ impl Leg {
     }
 
     fn request(&self, method: &str, cseq: u32, body: &str) -> String {
+        self.request_with(method, cseq, "", "application/sdp", body)
+    }
+
+    /// An in-dialog request with `extra` header lines (each ending in CRLF) and a body of
+    /// `content_type`.
+    pub fn request_with(
+        &self,
+        method: &str,
+        cseq: u32,
+        extra: &str,
+        content_type: &str,
+        body: &str,
+    ) -> String {
         let t = self.conn.transport();
         let ct = if body.is_empty() {
             String::new()
         } else {
-            "Content-Type: application/sdp\r\n".into()
+            format!("Content-Type: {content_type}\r\n")
         };
         format!(
             "{method} sip:{dnis}@{target} SIP/2.0\r\nVia: SIP/2.0/{t} {local};branch={b};rport\r\n\
              Max-Forwards: 70\r\nFrom: <sip:caller@{local}>;tag={ft}\r\nTo: <sip:{dnis}@{target}>;tag={tt}\r\n\
-             Call-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{local}>\r\n{ct}\
+             Call-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{local}>\r\n{extra}{ct}\
              Content-Length: {len}\r\n\r\n{body}",
             dnis = self.dnis,
             target = self.target,
@@ -341,6 +354,56 @@ impl Leg {
         }
     }
 
+    /// `(Call-ID, our From tag, tonewall's To tag)` of this dialog.
+    pub fn dialog_ids(&self) -> (&str, &str, &str) {
+        (&self.call_id, &self.from_tag, &self.to_tag)
+    }
+
+    /// Receive until a request `method` arrives (other messages are dropped); `None` after
+    /// `wait`.
+    pub async fn expect_request(&mut self, method: &str, wait: Duration) -> Option<Msg> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let m = self.conn.recv(left).await?;
+            if m.is_request(method) {
+                return Some(m);
+            }
+        }
+    }
+
+    /// Answer a request from tonewall with `status` (headers echoed as RFC 3261 §8.2.6).
+    pub async fn reply(&mut self, req: &Msg, status: u16, reason: &str) {
+        let mut resp = format!("SIP/2.0 {status} {reason}\r\n");
+        for h in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            if let Some(v) = req.header(h) {
+                resp.push_str(&format!("{h}: {v}\r\n"));
+            }
+        }
+        resp.push_str("Content-Length: 0\r\n\r\n");
+        self.conn.send(&resp).await;
+    }
+
+    /// The text of the next NOTIFY of a REFER subscription (`Event: refer`, a
+    /// `message/sipfrag` body `SIP/2.0 {frag}`, `Subscription-State: {state}`); not sent,
+    /// so a test can send it (and resend it) with `conn.send`.
+    pub fn notify_text(&mut self, frag: &str, state: &str) -> String {
+        self.cseq += 1;
+        let extra = format!("Event: refer\r\nSubscription-State: {state}\r\n");
+        let body = format!("SIP/2.0 {frag}\r\n");
+        self.request_with("NOTIFY", self.cseq, &extra, "message/sipfrag", &body)
+    }
+
+    /// Send a REFER NOTIFY and return the status of its final response.
+    pub async fn notify(&mut self, frag: &str, state: &str) -> Option<u16> {
+        let text = self.notify_text(frag, state);
+        self.conn.send(&text).await;
+        self.conn
+            .final_response(Duration::from_secs(5))
+            .await?
+            .status()
+    }
+
     /// Send one RTP packet to tonewall from our RTP socket.
     pub async fn send_rtp(
         &self,
@@ -391,4 +454,240 @@ pub struct RtpIn {
     pub ts: u32,
     pub ssrc: u32,
     pub payload: Vec<u8>,
+}
+
+/// The values of a `c=IN IP4` / `m=audio` pair in an SDP body.
+pub fn sdp_rtp_addr(sdp: &str) -> Option<SocketAddr> {
+    parse_rtp_addr(sdp)
+}
+
+fn ok_to(req: &Msg, status: u16, reason: &str, to_tag: Option<&str>) -> String {
+    let mut resp = format!("SIP/2.0 {status} {reason}\r\n");
+    for h in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        if let Some(v) = req.header(h) {
+            let tag = match (h, to_tag) {
+                ("To", Some(t)) if !v.contains(";tag=") => format!(";tag={t}"),
+                _ => String::new(),
+            };
+            resp.push_str(&format!("{h}: {v}{tag}\r\n"));
+        }
+    }
+    resp
+}
+
+impl Leg {
+    /// Dial `user` with an INVITE that has no SDP (as a click-to-dial auto-answer INVITE,
+    /// `extra` header lines ending in CRLF); the 200 must carry an offer, the ACK carries
+    /// our answer. Panics unless answered 200 with SDP.
+    pub async fn dial_offerless(
+        mut conn: Conn,
+        target: SocketAddr,
+        user: &str,
+        extra: &str,
+    ) -> Leg {
+        let rtp = UdpSocket::bind("127.0.0.1:0").await.expect("rtp");
+        let local = conn.local();
+        let call_id = format!("{:x}@test", rand_u64());
+        let from_tag = format!("{:x}", rand_u64());
+        let t = conn.transport();
+        let invite = format!(
+            "INVITE sip:{user}@{target} SIP/2.0\r\nVia: SIP/2.0/{t} {local};branch={b};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:caller@{local}>;tag={from_tag}\r\nTo: <sip:{user}@{target}>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{local}>\r\n{extra}\
+             Content-Length: 0\r\n\r\n",
+            b = branch(),
+        );
+        conn.send(&invite).await;
+        let resp = conn
+            .final_response(Duration::from_secs(10))
+            .await
+            .expect("final response to INVITE");
+        assert_eq!(resp.status(), Some(200), "INVITE answered: {}", resp.text);
+        let to = resp.header("To").expect("To");
+        let to_tag = to
+            .split(";tag=")
+            .nth(1)
+            .map(|t| t.split(';').next().unwrap_or(t).to_string())
+            .expect("to-tag");
+        let offer = resp.body().to_string();
+        let remote_rtp = parse_rtp_addr(&offer).expect("200 carries an offer");
+        let leg = Leg {
+            conn,
+            rtp,
+            remote_rtp,
+            answer: offer,
+            call_id,
+            from_tag,
+            to_tag,
+            dnis: user.to_string(),
+            target,
+            cseq: 1,
+            local,
+        };
+        let port = leg.rtp.local_addr().expect("addr").port();
+        let mut leg = leg;
+        let ack = leg.request("ACK", 1, &sdp(port, 0, "PCMU", "sendrecv", 1));
+        leg.conn.send(&ack).await;
+        leg
+    }
+
+    /// Re-INVITE without SDP (a transfer's re-offer): the 200 must carry an offer, which is
+    /// returned; the ACK carries our answer.
+    pub async fn reinvite_offerless(&mut self) -> String {
+        self.cseq += 1;
+        let req = self.request("INVITE", self.cseq, "");
+        self.conn.send(&req).await;
+        let resp = self
+            .conn
+            .final_response(Duration::from_secs(5))
+            .await
+            .expect("re-INVITE answered");
+        assert_eq!(resp.status(), Some(200), "re-INVITE: {}", resp.text);
+        let port = self.rtp.local_addr().expect("addr").port();
+        let ack = self.request(
+            "ACK",
+            self.cseq,
+            &sdp(port, 0, "PCMU", "sendrecv", self.cseq),
+        );
+        self.conn.send(&ack).await;
+        resp.body().to_string()
+    }
+
+    /// Send an in-dialog request without body; the status of its final response.
+    pub async fn transact(&mut self, method: &str, extra: &str) -> Option<u16> {
+        self.cseq += 1;
+        let req = self.request_with(method, self.cseq, extra, "", "");
+        self.conn.send(&req).await;
+        self.conn
+            .final_response(Duration::from_secs(5))
+            .await?
+            .status()
+    }
+}
+
+/// The answering side of a call a phone places (the carrier simulator's role towards a
+/// SIPp UAC): answers its INVITE, then sends in-dialog requests towards it.
+pub struct Callee {
+    pub conn: Conn,
+    /// The SDP of the phone's INVITE.
+    pub offer: String,
+    call_id: String,
+    /// The INVITE's From (the phone's party, tag included).
+    remote: String,
+    /// The INVITE's To with our tag.
+    local_party: String,
+    remote_target: String,
+    local: SocketAddr,
+    cseq: u32,
+}
+
+impl Callee {
+    /// Wait for an INVITE on `sock`, answer it 100 then 200 with `answer`, wait for the ACK.
+    pub async fn accept(sock: UdpSocket, answer: &str, wait: Duration) -> Callee {
+        let mut buf = vec![0u8; 65536];
+        let (n, peer) = tokio::time::timeout(wait, sock.recv_from(&mut buf))
+            .await
+            .expect("INVITE in time")
+            .expect("recv");
+        let invite = Msg {
+            text: String::from_utf8_lossy(&buf[..n]).into_owned(),
+        };
+        assert!(invite.is_request("INVITE"), "{}", invite.text);
+        let local = sock.local_addr().expect("addr");
+        let mut conn = Conn::Udp(sock, peer);
+        let tag = format!("{:x}", rand_u64());
+        let trying = ok_to(&invite, 100, "Trying", None) + "Content-Length: 0\r\n\r\n";
+        conn.send(&trying).await;
+        let ok = ok_to(&invite, 200, "OK", Some(&tag))
+            + &format!(
+                "Contact: <sip:sim@{local}>\r\nContent-Type: application/sdp\r\n\
+                 Content-Length: {}\r\n\r\n{answer}",
+                answer.len()
+            );
+        conn.send(&ok).await;
+        let ack = conn.recv(wait).await.expect("ACK");
+        assert!(ack.is_request("ACK"), "{}", ack.text);
+        let contact = invite.header("Contact").expect("Contact");
+        let remote_target = contact
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        Callee {
+            conn,
+            offer: invite.body().to_string(),
+            call_id: invite.header("Call-ID").expect("Call-ID"),
+            remote: invite.header("From").expect("From"),
+            local_party: format!("{};tag={tag}", invite.header("To").expect("To")),
+            remote_target,
+            local,
+            cseq: 100,
+        }
+    }
+
+    fn request(&self, method: &str, cseq: u32, extra: &str, body: &str) -> String {
+        let ct = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".into()
+        };
+        format!(
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={b};rport\r\n\
+             Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\n\
+             CSeq: {cseq} {method}\r\nContact: <sip:sim@{local}>\r\n{extra}{ct}\
+             Content-Length: {len}\r\n\r\n{body}",
+            target = self.remote_target,
+            local = self.local,
+            b = branch(),
+            from = self.local_party,
+            to = self.remote,
+            cid = self.call_id,
+            len = body.len()
+        )
+    }
+
+    /// A re-INVITE with `offer` (empty: offerless); returns the 200's SDP after ACKing it
+    /// (with `ack_body` as the answer when the re-INVITE had no offer).
+    pub async fn reinvite(&mut self, offer: &str, ack_body: &str) -> String {
+        self.cseq += 1;
+        let req = self.request("INVITE", self.cseq, "", offer);
+        self.conn.send(&req).await;
+        let resp = self
+            .conn
+            .final_response(Duration::from_secs(5))
+            .await
+            .expect("re-INVITE answered");
+        assert_eq!(resp.status(), Some(200), "re-INVITE: {}", resp.text);
+        let ack = self.request("ACK", self.cseq, "", ack_body);
+        self.conn.send(&ack).await;
+        resp.body().to_string()
+    }
+
+    /// An in-dialog request without SDP (`extra` header lines, optional body of type
+    /// `content_type`); the status of its final response.
+    pub async fn transact(
+        &mut self,
+        method: &str,
+        extra: &str,
+        content_type: &str,
+        body: &str,
+    ) -> Option<u16> {
+        self.cseq += 1;
+        let mut req = self.request(method, self.cseq, extra, "");
+        if !body.is_empty() {
+            req = req.replace(
+                "Content-Length: 0\r\n\r\n",
+                &format!(
+                    "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ),
+            );
+        }
+        self.conn.send(&req).await;
+        self.conn
+            .final_response(Duration::from_secs(5))
+            .await?
+            .status()
+    }
 }

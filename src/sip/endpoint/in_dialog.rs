@@ -63,9 +63,15 @@ impl Endpoint {
                     tracing::info!(session = %call.session, role = %call.role, "leg ended by BYE");
                     self.handler
                         .leg_ended(&call.session, call.role, LegEnd::Bye);
+                    self.leg_gone(&call.session, call.role, now);
                 }
             }
             Method::Invite => self.on_reinvite(req, key, &ck, now),
+            Method::Notify => self.on_notify(&req, key, &ck, now),
+            Method::Refer => {
+                let tag = self.calls.get(&ck).map(|c| c.dialog.local_tag.clone());
+                self.respond(key, req.response(403, "Forbidden", tag.as_deref()), now);
+            }
             Method::Options | Method::Info => {
                 self.respond(key, Self::simple(&req, 200), now);
             }
@@ -139,30 +145,58 @@ impl Endpoint {
         }
         tracing::info!(%session, %role, "leg hung up");
         self.handler.leg_ended(session, role, LegEnd::HungUp);
+        self.leg_gone(session, role, now);
     }
 
     pub(super) fn send_bye(&mut self, mut dialog: Dialog, flow: &Flow, now: Instant) {
+        let (bye, f) = self.dialog_request(&mut dialog, Method::Bye, flow);
+        self.send_client(bye, f, now);
+    }
+
+    /// Our host and SIP port as the peer on `flow` reaches them (advertise, or local).
+    pub(super) fn local_host(&self, flow: &Flow) -> (String, u16) {
         let local = self.transports.first(flow.transport).unwrap_or(flow.local);
         let host = self
             .cfg
             .advertise
             .clone()
             .unwrap_or_else(|| host_of(local_ip_towards(local, flow.peer)));
+        (host, local.port())
+    }
+
+    /// A new in-dialog request from us, and the flow it goes out on (towards the first
+    /// route when it is an IP literal, else the dialog's flow).
+    pub(super) fn dialog_request(
+        &self,
+        dialog: &mut Dialog,
+        method: Method,
+        flow: &Flow,
+    ) -> (Request, Flow) {
+        let (host, port) = self.local_host(flow);
         let branch = format!("z9hG4bK{}", random_token());
         let via = format!(
-            "SIP/2.0/{} {host}:{};branch={branch};rport",
+            "SIP/2.0/{} {host}:{port};branch={branch};rport",
             flow.transport.as_str(),
-            local.port()
         );
-        let bye = dialog.request(Method::Bye, &via);
+        let req = dialog.request(method, &via);
         let mut f = flow.clone();
         if let Some(addr) = route_addr(dialog.route_set.first().map(String::as_str)) {
             f.peer = addr;
         }
-        let (tx, out) = Transaction::client(bye, flow.transport.reliable(), now);
-        self.process(&f, out);
-        self.client_txs
-            .insert(format!("{branch}|BYE"), ServerTx { tx, flow: f });
+        (req, f)
+    }
+
+    /// Send `req` through a new client transaction; returns its key (`branch|METHOD`).
+    pub(super) fn send_client(&mut self, req: Request, flow: Flow, now: Instant) -> String {
+        let key = format!(
+            "{}|{}",
+            req.branch().unwrap_or_default(),
+            req.method.as_str()
+        );
+        let (tx, out) = Transaction::client(req, flow.transport.reliable(), now);
+        self.process(&flow, out);
+        self.client_txs.insert(key.clone(), ServerTx { tx, flow });
+        key
     }
 }
 
