@@ -9,6 +9,7 @@ pub mod api;
 pub mod audit;
 pub mod carrier;
 pub mod config;
+pub mod demo;
 pub mod digit;
 pub mod leg;
 pub mod media;

@@ -45,8 +45,16 @@ enum Command {
     },
     /// Read an API key on stdin and print its hash for `tenant.api_keys`.
     HashKey,
-    /// A self-contained demo on loopback.
-    Demo,
+    /// A self-contained demo on loopback: server, simulated carrier and phones.
+    Demo {
+        /// Where the demo's HTTP API and representative page listen (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: std::net::SocketAddr,
+        /// Secure the call through the API and exit when the walk-through is done
+        /// (instead of waiting for the user on the representative's page).
+        #[arg(long)]
+        non_interactive: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +69,10 @@ fn main() -> ExitCode {
             };
         }
     };
+    if matches!(cli.command, Command::Demo { .. }) && std::env::var_os("RUST_LOG").is_none() {
+        // The walk-through is on stdout; keep the server's own log to warnings.
+        std::env::set_var("RUST_LOG", "warn");
+    }
     init_logging(match cli.log_format {
         Format::Json => LogFormat::Json,
         Format::Pretty => LogFormat::Pretty,
@@ -96,9 +108,28 @@ fn main() -> ExitCode {
             println!("{}", tonewall::api::auth::hash_key(key));
             ExitCode::SUCCESS
         }
-        Command::Demo => {
-            eprintln!("error: `tonewall demo` is not yet available");
-            ExitCode::from(1)
+        Command::Demo {
+            http,
+            non_interactive,
+        } => {
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let opts = tonewall::demo::DemoOptions {
+                http,
+                non_interactive,
+            };
+            match rt.block_on(tonewall::demo::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: demo failed: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Command::Serve { config } => {
             let config = match tonewall::config::load(&config) {

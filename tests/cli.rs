@@ -107,10 +107,3 @@ fn hash_key_reads_stdin() {
         "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
-
-#[test]
-fn demo_is_not_yet_available() {
-    let out = Command::new(BIN).arg("demo").output().expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not yet available"));
-}

@@ -247,6 +247,9 @@ impl Fields {
                 self.fields[i].clear();
                 out.push(FieldChange::Cleared(self.fields[i].view(today)));
             }
+            // `#` on an empty field is ignored: a field that completed itself at its
+            // maximum length is commonly followed by a `#` that must not skip the next one.
+            b'#' if self.fields[i].len == 0 => {}
             b'#' => self.complete(i, today, &mut out),
             k if k.is_ascii_digit() => {
                 let f = &mut self.fields[i];
@@ -398,6 +401,20 @@ mod tests {
         assert_eq!(f.active(), None);
         // further keys are ignored
         assert!(press(&mut f, "9").is_empty());
+    }
+
+    #[test]
+    fn hash_after_a_self_completed_field_skips_nothing() {
+        let mut f = std_fields();
+        press(&mut f, "4111111111111111#1230");
+        assert_eq!(f.active(), Some("cvv"));
+        // The customer presses `#` after the expiry out of habit: cvv stays active.
+        assert!(press(&mut f, "#").is_empty());
+        assert_eq!(f.active(), Some("cvv"));
+        press(&mut f, "123#");
+        let v = f.view(TODAY);
+        assert_eq!(v.0[2].masked, "***");
+        assert!(v.0[2].complete && v.0[2].valid);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! a generated config, talks to its REST API, builds RTP pcaps for SIPp, runs SIPp.
 #![allow(dead_code)]
 
+pub mod carrier;
 pub mod corpus;
 pub mod detect;
 pub mod pcap;

@@ -207,6 +207,16 @@ impl TrunkHandler for SessionManager {
         }
     }
 
+    fn handed_back(&self, session: &SessionId, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        metrics::counter!("tonewall_handbacks_total", "result" => result).increment(1);
+        if ok {
+            tracing::info!(session = %session, "customer handed back to the representative");
+        } else {
+            tracing::warn!(session = %session, "hand-back failed: both legs hung up");
+        }
+    }
+
     fn leg_ended(&self, session: &SessionId, role: LegRole, why: LegEnd) {
         let now = Instant::now();
         let mut inner = self.lock();

@@ -1,0 +1,312 @@
+//! Securing a live call through the carrier (issue 4), end to end over real SIP, RTP and
+//! HTTP on loopback: the real `tonewall` binary with a `broadworks` carrier, the in-process
+//! BroadWorks simulator (Xsi-Actions, Xsi-Events and a B2BUA), and two simulated phones.
+//! The happy path, then one test per fault switch: each failure puts the customer back with
+//! the representative, fails the session with a reason and leaves nothing allocated.
+
+mod common;
+
+use std::time::Duration;
+
+use common::carrier::*;
+use tonewall::sim::Phone;
+
+const PAN: &str = "4111111111111111";
+
+/// A customer on a call with the representative, both phones simulated, tonewall and the
+/// simulator running; the call's Xsi id.
+async fn call_in(step_timeout_s: u64) -> (Rig, Phone, Phone, String) {
+    // The rep's phone never dials, so its proxy is never used.
+    let rep = phone("127.0.0.1:9".parse().unwrap(), REP_NUMBER).await;
+    let rig = Rig::start(rep.sip_addr(), step_timeout_s).await;
+    let customer = phone(rig.sim.sip_addr(), CUSTOMER_NUMBER).await;
+    customer
+        .dial(REP_NUMBER)
+        .await
+        .expect("customer calls the rep");
+    talking_directly(&customer, &rep, Duration::from_secs(5)).await;
+    let call = rig.rep_call_id();
+    (rig, customer, rep, call)
+}
+
+/// tonewall holds nothing for the session any more.
+async fn nothing_allocated(rig: &Rig) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let dnis = rig.metric("tonewall_dnis_allocated").await;
+        let active = rig.metric("tonewall_sessions_active").await;
+        let legs = rig.metric("tonewall_legs_active").await;
+        let bridges = rig.metric("tonewall_bridges_active").await;
+        if dnis == 0.0 && active == 0.0 && legs == 0.0 && bridges == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still allocated: dnis {dnis}, sessions {active}, legs {legs}, bridges {bridges}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The simulator has no call towards the trunk left.
+    for c in rig.sim.calls(REP_USER) {
+        assert!(
+            !c.peer.starts_with("trunk:"),
+            "the rep's line still has a call towards tonewall: {} {} {}",
+            c.call_id,
+            c.state,
+            c.peer
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_bridge_mask_and_hand_back() {
+    let (rig, customer, rep, call) = call_in(10).await;
+    let s = rig.secure(&call).await;
+    let id = s["id"].as_str().expect("session id").to_string();
+    assert!(
+        s["state"] == "securing" || s["state"] == "waiting_legs" || s["state"] == "bridged",
+        "{s}"
+    );
+    let dnis = s["dnis"].as_str().expect("dnis").to_string();
+    let s = rig
+        .wait_state(&id, "bridged", Duration::from_secs(10))
+        .await;
+    assert_eq!(s["legs"]["rep"]["state"], "up");
+    assert_eq!(s["legs"]["customer"]["state"], "up");
+
+    // The SIP and Xsi sequence, in order (RFC 3725 through the simulator).
+    let call_path = format!("/user/{REP_USER}/calls/{call}");
+    rig.wait_log_in_order(
+        &[
+            &format!("subscribe {REP_USER}"),
+            &format!("xsi PUT {call_path}/Hold -> 200"),
+            &format!("event CallHeldEvent {call}"),
+            &format!("xsi POST /user/{REP_USER}/calls/new -> 201"),
+            &format!("sip > INVITE phone:{REP_NUMBER}"),
+            &format!("sip > INVITE trunk:{dnis}"),
+            &format!("sip < 200 INVITE trunk:{dnis}"),
+            &format!("sip > INVITE customer:{CUSTOMER_NUMBER}"),
+            &format!("sip > INVITE trunk:{dnis}"),
+            &format!("sip < 200 INVITE trunk:{dnis}"),
+            &format!("xsi PUT {call_path}/BlindTransfer -> 200"),
+        ],
+        Duration::from_secs(5),
+    )
+    .await;
+    rig.wait_log_in_order(
+        &[&format!("event CallReleasedEvent {call}")],
+        Duration::from_secs(5),
+    )
+    .await;
+    let log = rig.sim.log();
+    assert!(
+        log.iter().any(|l| l.starts_with("ack ")),
+        "the adapter acknowledges events"
+    );
+
+    // Both phones now talk to tonewall, not to each other, and audio flows both ways.
+    eventually(
+        "both phones talk to tonewall",
+        Duration::from_secs(5),
+        || {
+            let (c, r) = (customer.stats(), rep.stats());
+            c.last_rtp_from.is_some_and(|a| a != rep.rtp_addr())
+                && r.last_rtp_from.is_some_and(|a| a != customer.rtp_addr())
+                && c.remote_media != Some(rep.rtp_addr())
+                && r.remote_media != Some(customer.rtp_addr())
+        },
+    )
+    .await;
+    let (c0, r0) = (customer.stats().rtp_received, rep.stats().rtp_received);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        customer.stats().rtp_received > c0 + 5,
+        "rep → customer audio"
+    );
+    assert!(rep.stats().rtp_received > r0 + 5, "customer → rep audio");
+
+    // The customer's key presses fill the fields and never reach the representative.
+    let events_before = rep.stats().events_received;
+    customer.send_digits(&format!("{PAN}#1230#123#"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let s = loop {
+        let s = rig.get(&id).await;
+        if s["fields"]["cvv"]["complete"] == true {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "digits never arrived: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(s["fields"]["pan"]["masked"], "************1111");
+    assert_eq!(s["fields"]["pan"]["valid"], true);
+    assert_eq!(s["fields"]["expiry"]["masked"], "****");
+    assert_eq!(s["fields"]["cvv"]["masked"], "***", "{s}");
+    assert_eq!(
+        rep.stats().events_received,
+        events_before,
+        "a telephone-event reached the representative"
+    );
+
+    // DELETE hands the customer back to the representative.
+    let s = rig.delete(&id).await;
+    assert_eq!(s["state"], "ended");
+    rig.wait_log_in_order(
+        &["sip < REFER trunk:", "sip > NOTIFY trunk:"],
+        Duration::from_secs(5),
+    )
+    .await;
+    talking_directly(&customer, &rep, Duration::from_secs(5)).await;
+    nothing_allocated(&rig).await;
+
+    // The card number is nowhere in what the server wrote.
+    let mut server = rig.server;
+    let log = server.stop();
+    for run in common::digit_runs(PAN, 7) {
+        assert!(!log.contains(&run), "card digits in the server log");
+    }
+    rig.sim.shutdown().await;
+}
+
+/// A failure before the bridge: the session fails with `reason`, the customer talks to
+/// the representative again, nothing is left allocated.
+async fn fails_and_restores(rig: &Rig, customer: &Phone, rep: &Phone, call: &str, reason: &str) {
+    let s = rig.secure(call).await;
+    let id = s["id"].as_str().expect("session id").to_string();
+    let s = rig.wait_state(&id, "failed", Duration::from_secs(15)).await;
+    assert_eq!(s["reason"], reason, "{s}");
+    talking_directly(customer, rep, Duration::from_secs(10)).await;
+    nothing_allocated(rig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_refused_leaves_the_call_alone() {
+    let (rig, customer, rep, call) = call_in(3).await;
+    rig.sim.faults().set_fail_action(Some("Hold"));
+    fails_and_restores(&rig, &customer, &rep, &call, "hold_failed").await;
+    assert!(rig.sim.log().iter().any(|l| l.contains("/Hold -> 500")));
+    rig.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn originate_refused_resumes_the_customer() {
+    let (rig, customer, rep, call) = call_in(3).await;
+    rig.sim.faults().set_fail_action(Some("new"));
+    fails_and_restores(&rig, &customer, &rep, &call, "originate_failed").await;
+    rig.wait_log_in_order(
+        &[
+            "/calls/new -> 500",
+            &format!("xsi PUT /user/{REP_USER}/calls/{call}/Talk -> 200"),
+        ],
+        Duration::from_secs(2),
+    )
+    .await;
+    rig.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_refused_reconnects() {
+    let (rig, customer, rep, call) = call_in(3).await;
+    rig.sim.faults().set_fail_action(Some("BlindTransfer"));
+    fails_and_restores(&rig, &customer, &rep, &call, "transfer_failed").await;
+    rig.wait_log_in_order(
+        &["/BlindTransfer -> 500", "/Reconnect -> 200"],
+        Duration::from_secs(2),
+    )
+    .await;
+    rig.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_dnis_is_seen_in_the_events_and_undone() {
+    let (rig, customer, rep, call) = call_in(5).await;
+    rig.sim.faults().set_dnis_busy(true);
+    fails_and_restores(&rig, &customer, &rep, &call, "rep_call_released").await;
+    rig.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_dnis_without_events_times_out_and_is_undone() {
+    let (rig, customer, rep, call) = call_in(2).await;
+    rig.sim.faults().set_dnis_busy(true);
+    rig.sim.faults().set_drop_events(true);
+    fails_and_restores(&rig, &customer, &rep, &call, "rep_leg_timeout").await;
+    assert!(rig
+        .sim
+        .log()
+        .iter()
+        .any(|l| l.starts_with("event-dropped ")));
+    rig.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_events_change_nothing() {
+    let (rig, customer, rep, call) = call_in(5).await;
+    rig.sim
+        .faults()
+        .set_event_delay(Duration::from_millis(1500));
+    let s = rig.secure(&call).await;
+    let id = s["id"].as_str().expect("session id").to_string();
+    rig.wait_state(&id, "bridged", Duration::from_secs(10))
+        .await;
+    // The late events (held, released, …) arrive while bridged and change nothing.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let s = rig.get(&id).await;
+    assert_eq!(s["state"], "bridged", "{s}");
+    rig.delete(&id).await;
+    talking_directly(&customer, &rep, Duration::from_secs(5)).await;
+    nothing_allocated(&rig).await;
+    rig.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_stream_cut_is_recovered() {
+    let (rig, customer, rep, call) = call_in(5).await;
+    // First session opens the channel and subscribes.
+    let s = rig.secure(&call).await;
+    let id = s["id"].as_str().expect("session id").to_string();
+    rig.wait_state(&id, "bridged", Duration::from_secs(10))
+        .await;
+    rig.delete(&id).await;
+    talking_directly(&customer, &rep, Duration::from_secs(5)).await;
+
+    rig.sim.faults().cut_stream();
+    // A new channel, a new subscription, the calls re-read.
+    eventually(
+        "the adapter recovers the stream",
+        Duration::from_secs(10),
+        || {
+            let log = rig.sim.log();
+            let opens = log.iter().filter(|l| l.starts_with("channel open")).count();
+            let subs = log
+                .iter()
+                .filter(|l| l.starts_with(&format!("subscribe {REP_USER}")))
+                .count();
+            opens >= 2
+                && subs >= 2
+                && in_order(
+                    &log,
+                    &["channel cut", "channel open", "subscribe", "xsi GET"],
+                )
+                .is_ok()
+        },
+    )
+    .await;
+
+    // Securing works again, and a release event still undoes a failure.
+    let call = rig.rep_call_id();
+    rig.sim.faults().set_dnis_busy(true);
+    fails_and_restores(&rig, &customer, &rep, &call, "rep_call_released").await;
+    rig.sim.faults().set_dnis_busy(false);
+    let call = rig.rep_call_id();
+    let s = rig.secure(&call).await;
+    let id = s["id"].as_str().expect("session id").to_string();
+    rig.wait_state(&id, "bridged", Duration::from_secs(10))
+        .await;
+    rig.delete(&id).await;
+    talking_directly(&customer, &rep, Duration::from_secs(5)).await;
+    nothing_allocated(&rig).await;
+    rig.sim.shutdown().await;
+}

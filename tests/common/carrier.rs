@@ -1,0 +1,244 @@
+//! Harness for the third-party call control tests: the real `tonewall` binary with a
+//! `broadworks` carrier pointing at the in-process carrier simulator, and simulated phones
+//! (or SIPp) for the customer and the representative.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tonewall::sim::{self, Phone, PhoneConfig, SimConfig, SimHandle, SimUser};
+
+use super::{free_port, Server, ServerOpts, API_KEY};
+
+pub const XSI_USER: &str = "secure-admin@sim.example";
+pub const XSI_PASSWORD: &str = "xsi-test-password-7f3a";
+pub const REP_USER: &str = "rep1@sim.example";
+pub const REP_NUMBER: &str = "2001";
+pub const CUSTOMER_NUMBER: &str = "+61400000001";
+
+/// tonewall + the simulator, before any phone.
+pub struct Rig {
+    pub server: Server,
+    pub sim: SimHandle,
+    pub http: reqwest::Client,
+}
+
+/// The server's `[[carrier]]` for the simulator, with a short step deadline.
+fn bw_carrier(xsi_url: &str, step_timeout_s: u64) -> String {
+    format!(
+        r#"
+[[carrier]]
+id = "bw"
+kind = "broadworks"
+peers = ["127.0.0.0/8"]
+xsi_url = "{xsi_url}"
+user = "{XSI_USER}"
+password_env = "TW_TEST_XSI_PASSWORD"
+step_timeout_s = {step_timeout_s}
+"#
+    )
+}
+
+impl Rig {
+    /// Start the simulator (the rep's phone at `rep_phone`) and tonewall peered with it.
+    pub async fn start(rep_phone: SocketAddr, step_timeout_s: u64) -> Rig {
+        let sip_port = free_port();
+        let sim = sim::start(SimConfig {
+            xsi_listen: "127.0.0.1:0".parse().unwrap(),
+            sip_listen: "127.0.0.1:0".parse().unwrap(),
+            xsi_user: XSI_USER.into(),
+            xsi_password: XSI_PASSWORD.into(),
+            trunk: SocketAddr::from(([127, 0, 0, 1], sip_port)),
+            users: vec![SimUser {
+                id: REP_USER.into(),
+                number: REP_NUMBER.into(),
+                phone: rep_phone,
+            }],
+        })
+        .await
+        .expect("simulator starts");
+        let opts = ServerOpts {
+            sip_port: Some(sip_port),
+            carrier: "bw".into(),
+            extra: bw_carrier(&sim.xsi_url(), step_timeout_s),
+            env: vec![("TW_TEST_XSI_PASSWORD".into(), XSI_PASSWORD.into())],
+            ..ServerOpts::default()
+        };
+        let server = tokio::task::spawn_blocking(move || Server::start(opts))
+            .await
+            .expect("server starts");
+        Rig {
+            server,
+            sim,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `POST /v1/sessions` for the call on the rep's line; the session's JSON.
+    pub async fn secure(&self, call_id: &str) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/v1/sessions", self.server.http))
+            .bearer_auth(API_KEY)
+            .json(&serde_json::json!({"call_id": call_id, "rep": REP_USER}))
+            .send()
+            .await
+            .expect("POST /v1/sessions");
+        assert_eq!(r.status(), 201, "session created");
+        r.json().await.expect("session json")
+    }
+
+    pub async fn get(&self, id: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/sessions/{id}", self.server.http))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("GET session")
+            .json()
+            .await
+            .expect("session json")
+    }
+
+    pub async fn delete(&self, id: &str) -> Value {
+        let r = self
+            .http
+            .delete(format!("{}/v1/sessions/{id}", self.server.http))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("DELETE session");
+        assert_eq!(r.status(), 200);
+        r.json().await.expect("session json")
+    }
+
+    /// Wait until the session's `state` is `want`; its JSON.
+    pub async fn wait_state(&self, id: &str, want: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.get(id).await;
+            if s["state"] == want {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "session never reached {want}: {s}\nsim log:\n{}\nserver log tail:\n{}",
+                    self.sim.log().join("\n"),
+                    tail(&self.server.log(), 60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The rep's live call id on the simulator (the newest one).
+    pub fn rep_call_id(&self) -> String {
+        self.sim
+            .calls(REP_USER)
+            .last()
+            .map(|c| c.call_id.clone())
+            .expect("a call on the rep's line")
+    }
+
+    /// A Prometheus metric's value (first sample whose line starts with `name`).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.server.http))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| l.split([' ', '{']).next() == Some(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Wait until the simulator's log has every needle, in order.
+    pub async fn wait_log_in_order(&self, needles: &[&str], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.sim.log();
+            if in_order(&log, needles).is_ok() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let missing = in_order(&log, needles).err().unwrap_or_default();
+                panic!(
+                    "sim log lacks {missing:?} (in order)\nsim log:\n{}",
+                    log.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Whether `needles` occur in `log` in this order (each a substring of a later line than
+/// the previous); the first one missing otherwise.
+pub fn in_order(log: &[String], needles: &[&str]) -> Result<(), String> {
+    let mut i = 0;
+    for n in needles {
+        match log[i..].iter().position(|l| l.contains(n)) {
+            Some(p) => i += p + 1,
+            None => return Err((*n).to_string()),
+        }
+    }
+    Ok(())
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A simulated phone on loopback registered nowhere: it points at the simulator.
+pub async fn phone(proxy: SocketAddr, number: &str) -> Phone {
+    Phone::start(PhoneConfig {
+        sip_listen: "127.0.0.1:0".parse().unwrap(),
+        rtp_listen: "127.0.0.1:0".parse().unwrap(),
+        proxy,
+        number: number.into(),
+    })
+    .await
+    .expect("phone starts")
+}
+
+/// Wait until `f` holds (polling every 20 ms), or panic with `what`.
+pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        if Instant::now() > deadline {
+            panic!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The customer and the representative talk to each other directly (not through
+/// tonewall): each phone's media target is the other's RTP address, neither is held, and
+/// RTP is arriving from the other.
+pub async fn talking_directly(customer: &Phone, rep: &Phone, timeout: Duration) {
+    let (c_rtp, r_rtp) = (customer.rtp_addr(), rep.rtp_addr());
+    eventually(
+        "the customer and the representative talk to each other again",
+        timeout,
+        || {
+            let (c, r) = (customer.stats(), rep.stats());
+            c.in_call
+                && r.in_call
+                && !c.held
+                && !r.held
+                && c.remote_media == Some(r_rtp)
+                && r.remote_media == Some(c_rtp)
+                && c.last_rtp_from == Some(r_rtp)
+                && r.last_rtp_from == Some(c_rtp)
+        },
+    )
+    .await;
+}
