@@ -153,6 +153,9 @@ async fn receiver(bodies: Arc<Mutex<Vec<String>>>, bad: Arc<Mutex<usize>>) -> St
 
 /// Whether `cvv` appears as a whole number within 40 characters of a security-code name.
 fn cvv_in_context(text: &str, cvv: &str) -> Option<String> {
+    // A security code "in context": a whole-number match of it shortly after a word that
+    // names it, with no other digit in between (`cvv=737`, `"cvc": "737"`, `security code
+    // 737`). A digit in between means another value (a length, a timestamp) sits closer.
     let lower = text.to_lowercase();
     let b = lower.as_bytes();
     let mut from = 0;
@@ -161,17 +164,35 @@ fn cvv_in_context(text: &str, cvv: &str) -> Option<String> {
         let whole =
             (i == 0 || !b[i - 1].is_ascii_digit()) && (end >= b.len() || !b[end].is_ascii_digit());
         if whole {
-            let ctx = String::from_utf8_lossy(&b[i.saturating_sub(40)..(end + 40).min(b.len())]);
-            if ["cvv", "cvc", "security", "csc"]
-                .iter()
-                .any(|w| ctx.contains(w))
-            {
+            let mut start = i.saturating_sub(24);
+            while !lower.is_char_boundary(start) {
+                start -= 1;
+            }
+            let before = &lower[start..i];
+            let named = ["cvv", "cvc", "security", "csc"].iter().any(|w| {
+                before
+                    .rfind(w)
+                    .is_some_and(|k| !before[k..].bytes().any(|c| c.is_ascii_digit()))
+            });
+            if named {
+                let ctx =
+                    String::from_utf8_lossy(&b[i.saturating_sub(40)..(end + 40).min(b.len())]);
                 return Some(ctx.to_string());
             }
         }
         from = end;
     }
     None
+}
+
+#[test]
+fn cvv_in_context_finds_codes_not_timestamps() {
+    assert!(cvv_in_context("card cvv=737 ok", "737").is_some());
+    assert!(cvv_in_context(r#"{"cvc": "737"}"#, "737").is_some());
+    assert!(cvv_in_context("Security code 737", "737").is_some());
+    let event = r#"{"type":"field","field":"cvv","length":3,"at":"2026-11-26T03:10:39.737Z"}"#;
+    assert!(cvv_in_context(event, "737").is_none());
+    assert!(cvv_in_context("cvv 17370", "737").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
