@@ -256,13 +256,8 @@ async fn walk(demo: &Demo, opts: &DemoOptions) -> anyhow::Result<()> {
         Some(id)
     } else {
         say("secure the call from the representative's page");
-        println!(
-            "   open {}/ui/, sign in with the key {DEMO_KEY},",
-            demo.base
-        );
-        println!(
-            "   enter call id {call} and representative {REP_USER}, and click \"Secure call\"."
-        );
+        println!("   open {}/ui/?call_id={call}&rep={REP_USER}", demo.base);
+        println!("   sign in with the key {DEMO_KEY} and click \"Secure call\".");
         demo.wait_secured_from_page().await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         None
