@@ -80,7 +80,6 @@ async fn secure_bridge_mask_and_hand_back() {
         &[
             &format!("subscribe {REP_USER}"),
             &format!("xsi PUT {call_path}/Hold -> 200"),
-            &format!("event CallHeldEvent {call}"),
             &format!("xsi POST /user/{REP_USER}/calls/new -> 201"),
             &format!("sip > INVITE phone:{REP_NUMBER}"),
             &format!("sip > INVITE trunk:{dnis}"),
@@ -243,6 +242,14 @@ async fn transfer_refused_reconnects() {
         Duration::from_secs(2),
     )
     .await;
+    let metrics = rig.metrics_text().await;
+    for line in [
+        r#"tonewall_carrier_actions_total{action="blind_transfer",result="failed"} 1"#,
+        r#"tonewall_carrier_actions_total{action="reconnect",result="ok"} 1"#,
+        r#"tonewall_securing_failed_total{reason="transfer_failed"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "metrics lack {line}:\n{metrics}");
+    }
     rig.sim.shutdown().await;
 }
 
@@ -265,6 +272,33 @@ async fn busy_dnis_without_events_times_out_and_is_undone() {
         .log()
         .iter()
         .any(|l| l.starts_with("event-dropped ")));
+    rig.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_while_securing_undoes() {
+    // The DNIS is busy and the events are lost: securing waits for a representative leg
+    // that never comes, and the CRM gives up first.
+    let (rig, customer, rep, call) = call_in(10).await;
+    rig.sim.faults().set_dnis_busy(true);
+    rig.sim.faults().set_drop_events(true);
+    let s = rig.secure(&call).await;
+    let id = s["id"].as_str().expect("session id").to_string();
+    rig.wait_log_in_order(
+        &[&format!("xsi POST /user/{REP_USER}/calls/new -> 201")],
+        Duration::from_secs(5),
+    )
+    .await;
+    let s = rig.delete(&id).await;
+    assert_eq!(s["state"], "ended");
+    assert_eq!(s["reason"], "deleted");
+    rig.wait_log_in_order(
+        &["/calls/new -> 201", "/Reconnect -> 200"],
+        Duration::from_secs(5),
+    )
+    .await;
+    talking_directly(&customer, &rep, Duration::from_secs(5)).await;
+    nothing_allocated(&rig).await;
     rig.sim.shutdown().await;
 }
 

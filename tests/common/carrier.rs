@@ -140,17 +140,21 @@ impl Rig {
             .expect("a call on the rep's line")
     }
 
-    /// A Prometheus metric's value (first sample whose line starts with `name`).
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .http
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
             .get(format!("{}/metrics", self.server.http))
             .send()
             .await
             .expect("GET /metrics")
             .text()
             .await
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// A Prometheus metric's value (first sample whose line starts with `name`).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics_text().await;
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .find(|l| l.split([' ', '{']).next() == Some(name))

@@ -87,6 +87,8 @@ impl SessionManager {
             Output::Secured => e.session.secured(),
             Output::Fail(reason) => {
                 tracing::warn!(session = %id, reason, "securing failed, undoing");
+                metrics::counter!("tonewall_securing_failed_total", "reason" => *reason)
+                    .increment(1);
                 e.session.end(now, SessionState::Failed, reason)
             }
             Output::Finished => {
@@ -155,6 +157,9 @@ async fn drive(
                         OpResult::Failed
                     }
                 };
+                let outcome = if result == OpResult::Failed { "failed" } else { "ok" };
+                metrics::counter!("tonewall_carrier_actions_total", "action" => name, "result" => outcome)
+                    .increment(1);
                 pending = orch.on_done(result, Instant::now());
             }
             ev = events.recv(), if events_open => match ev {
