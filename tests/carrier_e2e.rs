@@ -74,61 +74,7 @@ async fn secure_bridge_mask_and_hand_back() {
     assert_eq!(s["legs"]["rep"]["state"], "up");
     assert_eq!(s["legs"]["customer"]["state"], "up");
 
-    // The SIP and Xsi sequence, in order (RFC 3725 through the simulator).
-    let call_path = format!("/user/{REP_USER}/calls/{call}");
-    rig.wait_log_in_order(
-        &[
-            &format!("subscribe {REP_USER}"),
-            &format!("xsi PUT {call_path}/Hold -> 200"),
-            &format!("xsi POST /user/{REP_USER}/calls/new -> 201"),
-            &format!("sip > INVITE phone:{REP_NUMBER}"),
-            &format!("sip > INVITE trunk:{dnis}"),
-            &format!("sip < 200 INVITE trunk:{dnis}"),
-            &format!("sip > INVITE customer:{CUSTOMER_NUMBER}"),
-            &format!("sip > INVITE trunk:{dnis}"),
-            &format!("sip < 200 INVITE trunk:{dnis}"),
-            &format!("xsi PUT {call_path}/BlindTransfer -> 200"),
-        ],
-        Duration::from_secs(5),
-    )
-    .await;
-    rig.wait_log_in_order(
-        &[&format!("event CallReleasedEvent {call}")],
-        Duration::from_secs(5),
-    )
-    .await;
-    // The Xsi events, in the order the switch raised them, each acknowledged.
-    let log = rig.sim.log();
-    let new_call = log
-        .iter()
-        .find_map(|l| l.strip_prefix("event CallOriginatedEvent "))
-        .expect("the click-to-dial call's event")
-        .to_string();
-    in_order(
-        &log,
-        &[
-            &format!("event CallHeldEvent {call}"),
-            &format!("event CallOriginatedEvent {new_call}"),
-            &format!("event CallAnsweredEvent {new_call}"),
-            &format!("event CallRedirectedEvent {call}"),
-            &format!("event CallReleasedEvent {call}"),
-        ],
-    )
-    .unwrap_or_else(|missing| panic!("event order: {missing} out of place\n{}", log.join("\n")));
-    let events = log.iter().filter(|l| l.starts_with("event ")).count();
-    eventually(
-        "every event is acknowledged",
-        Duration::from_secs(5),
-        || {
-            rig.sim
-                .log()
-                .iter()
-                .filter(|l| l.starts_with("ack "))
-                .count()
-                >= events
-        },
-    )
-    .await;
+    rig.assert_secured_sequence(&call, &dnis).await;
 
     // Both phones now talk to tonewall, not to each other, and audio flows both ways.
     eventually(

@@ -191,12 +191,6 @@ async fn wait_bound(port: u16) {
 }
 
 /// The index of the first log line starting with `prefix`.
-fn first(log: &[String], prefix: &str) -> usize {
-    log.iter()
-        .position(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("sim log lacks {prefix:?}:\n{}", log.join("\n")))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_phones_secured_masked_and_handed_back() {
     if !sipp_available() {
@@ -255,54 +249,7 @@ async fn sipp_phones_secured_masked_and_handed_back() {
         .await;
     assert_eq!(s["legs"]["rep"]["state"], "up", "{s}");
     assert_eq!(s["legs"]["customer"]["state"], "up", "{s}");
-    let call_path = format!("/user/{REP_USER}/calls/{call}");
-    rig.wait_log_in_order(
-        &[
-            &format!("subscribe {REP_USER}"),
-            // Events are written behind the Xsi answers (as BroadWorks does), so their
-            // order is checked among themselves below, not against the actions.
-            &format!("xsi PUT {call_path}/Hold -> 200"),
-            &format!("xsi POST /user/{REP_USER}/calls/new -> 201"),
-            &format!("sip > INVITE phone:{REP_NUMBER}"),
-            &format!("sip > INVITE trunk:{dnis}"),
-            &format!("sip < 200 INVITE trunk:{dnis}"),
-            &format!("sip > INVITE customer:{CUSTOMER_NUMBER}"),
-            &format!("sip > INVITE trunk:{dnis}"),
-            &format!("sip < 200 INVITE trunk:{dnis}"),
-            &format!("xsi PUT {call_path}/BlindTransfer -> 200"),
-        ],
-        Duration::from_secs(5),
-    )
-    .await;
-    rig.wait_log_in_order(
-        &[&format!("event CallReleasedEvent {call}")],
-        Duration::from_secs(5),
-    )
-    .await;
-    // The Xsi events in order: held < originated < answered (new call) < redirected and
-    // released (the original call).
-    let log = rig.sim.log();
-    let originated = first(&log, "event CallOriginatedEvent ");
-    let new_call = log[originated]
-        .rsplit(' ')
-        .next()
-        .expect("call id")
-        .to_string();
-    assert_ne!(new_call, call);
-    let held = first(&log, &format!("event CallHeldEvent {call}"));
-    let answered = first(&log, &format!("event CallAnsweredEvent {new_call}"));
-    let redirected = first(&log, &format!("event CallRedirectedEvent {call}"));
-    let released = first(&log, &format!("event CallReleasedEvent {call}"));
-    assert!(
-        held < originated && originated < answered && answered < redirected.min(released),
-        "event order: held {held}, originated {originated}, answered {answered}, \
-         redirected {redirected}, released {released}\n{}",
-        log.join("\n")
-    );
-    assert!(
-        log.iter().any(|l| l.starts_with("ack ")),
-        "the adapter acknowledges events"
-    );
+    rig.assert_secured_sequence(&call, &dnis).await;
 
     // 3. Audio both ways through tonewall (each socket answers whoever sent to it first).
     eventually(

@@ -183,6 +183,71 @@ impl Rig {
     }
 }
 
+impl Rig {
+    /// After securing `call` onto `dnis`: the SIP and Xsi sequence of RFC 3725 through the
+    /// simulator, the Xsi events in the order the switch raised them (events are written
+    /// behind the Xsi answers, as BroadWorks does, so they are ordered among themselves),
+    /// and every event acknowledged by the adapter.
+    pub async fn assert_secured_sequence(&self, call: &str, dnis: &str) {
+        let call_path = format!("/user/{REP_USER}/calls/{call}");
+        self.wait_log_in_order(
+            &[
+                &format!("subscribe {REP_USER}"),
+                &format!("xsi PUT {call_path}/Hold -> 200"),
+                &format!("xsi POST /user/{REP_USER}/calls/new -> 201"),
+                &format!("sip > INVITE phone:{REP_NUMBER}"),
+                &format!("sip > INVITE trunk:{dnis}"),
+                &format!("sip < 200 INVITE trunk:{dnis}"),
+                &format!("sip > INVITE customer:{CUSTOMER_NUMBER}"),
+                &format!("sip > INVITE trunk:{dnis}"),
+                &format!("sip < 200 INVITE trunk:{dnis}"),
+                &format!("xsi PUT {call_path}/BlindTransfer -> 200"),
+            ],
+            Duration::from_secs(5),
+        )
+        .await;
+        self.wait_log_in_order(
+            &[&format!("event CallReleasedEvent {call}")],
+            Duration::from_secs(5),
+        )
+        .await;
+        let log = self.sim.log();
+        let new_call = log
+            .iter()
+            .find_map(|l| l.strip_prefix("event CallOriginatedEvent "))
+            .expect("the click-to-dial call's event")
+            .to_string();
+        assert_ne!(new_call, call);
+        in_order(
+            &log,
+            &[
+                &format!("event CallHeldEvent {call}"),
+                &format!("event CallOriginatedEvent {new_call}"),
+                &format!("event CallAnsweredEvent {new_call}"),
+                &format!("event CallRedirectedEvent {call}"),
+                &format!("event CallReleasedEvent {call}"),
+            ],
+        )
+        .unwrap_or_else(|missing| {
+            panic!("event order: {missing} out of place\n{}", log.join("\n"))
+        });
+        let events = log.iter().filter(|l| l.starts_with("event ")).count();
+        eventually(
+            "every event is acknowledged",
+            Duration::from_secs(5),
+            || {
+                self.sim
+                    .log()
+                    .iter()
+                    .filter(|l| l.starts_with("ack "))
+                    .count()
+                    >= events
+            },
+        )
+        .await;
+    }
+}
+
 /// Whether `needles` occur in `log` in this order (each a substring of a later line than
 /// the previous); the first one missing otherwise.
 pub fn in_order(log: &[String], needles: &[&str]) -> Result<(), String> {
