@@ -238,6 +238,7 @@ async fn walk(demo: &Demo, opts: &DemoOptions) -> anyhow::Result<()> {
 
     let id = if opts.non_interactive {
         say("the CRM secures the call: POST /v1/sessions");
+        let asked = Instant::now();
         let s = demo
             .api(
                 reqwest::Method::POST,
@@ -253,6 +254,10 @@ async fn walk(demo: &Demo, opts: &DemoOptions) -> anyhow::Result<()> {
         println!("   follow it: curl -N -H 'Authorization: Bearer {DEMO_KEY}' {}/v1/sessions/{id}/events", demo.base);
         demo.wait_state(&id, "bridged", Duration::from_secs(20))
             .await?;
+        println!(
+            "   bridged {} ms after the POST (hold, dial the DNIS, blind transfer)",
+            asked.elapsed().as_millis()
+        );
         Some(id)
     } else {
         say("secure the call from the representative's page");
