@@ -190,6 +190,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             number: REP_NUMBER.into(),
             phone: rep.sip_addr(),
         }],
+        expires: sim::DEFAULT_EXPIRES,
     })
     .await?;
     let config = demo_config(opts.http, sip_port, &sim.xsi_url())?;

@@ -54,6 +54,7 @@ async fn rig() -> Rig {
             number: "2001".into(),
             phone: rep.sip_addr(),
         }],
+        expires: sim::DEFAULT_EXPIRES,
     })
     .await
     .expect("sim");

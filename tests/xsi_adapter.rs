@@ -161,7 +161,8 @@ fn every_recorded_body_parses() {
     assert_eq!(
         xml::parse_stream_doc(&data("channel.xml")).unwrap(),
         StreamDoc::Channel {
-            channel_id: "c3e9a4b2-0f6d-4a8e-b1c7-5e2f9d3a6b80".into()
+            channel_id: "c3e9a4b2-0f6d-4a8e-b1c7-5e2f9d3a6b80".into(),
+            expires: Some(3600),
         }
     );
     assert_eq!(
@@ -172,6 +173,20 @@ fn every_recorded_body_parses() {
         xml::parse_subscription(&data("subscription.xml")).unwrap(),
         "8a1f0e2c-5b7d-4f3e-9c61-2d4e8b0a7f13"
     );
+    assert_eq!(
+        xml::parse_subscription_grant(&data("subscription.xml")).unwrap(),
+        (
+            "8a1f0e2c-5b7d-4f3e-9c61-2d4e8b0a7f13".to_string(),
+            Some(3600)
+        )
+    );
+    assert_eq!(xml::parse_refresh(""), None);
+    assert_eq!(xml::parse_refresh("<x/"), None);
+    assert_eq!(
+        xml::parse_refresh(&xml::subscription_refresh_body(120)),
+        Some(120)
+    );
+    assert_eq!(xml::parse_refresh(&xml::channel_refresh_body(7)), Some(7));
     let e = xml::parse_error_info(&data("error_info.xml")).unwrap();
     assert_eq!(e.summary, "[Error 4008] Call not found: callhalf-9:0");
     assert_eq!(e.code.as_deref(), Some("4008"));

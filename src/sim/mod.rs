@@ -47,7 +47,13 @@ pub struct SimConfig {
     /// tonewall's UDP SIP address.
     pub trunk: SocketAddr,
     pub users: Vec<SimUser>,
+    /// The longest Xsi-Events `expires` granted to a channel or subscription
+    /// (`DEFAULT_EXPIRES` unless a test shortens it).
+    pub expires: Duration,
 }
+
+/// The `expires` a BroadWorks XSP grants by default.
+pub const DEFAULT_EXPIRES: Duration = Duration::from_secs(3600);
 
 impl std::fmt::Debug for SimConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -58,6 +64,7 @@ impl std::fmt::Debug for SimConfig {
             .field("xsi_password", &"<redacted>")
             .field("trunk", &self.trunk)
             .field("users", &self.users)
+            .field("expires", &self.expires)
             .finish()
     }
 }
@@ -156,7 +163,7 @@ pub struct SimHandle {
 pub async fn start(cfg: SimConfig) -> anyhow::Result<SimHandle> {
     let log = Arc::new(Log::default());
     let faults = Arc::new(Faults::new(log.clone()));
-    let events = events::Events::new(faults.clone(), log.clone());
+    let events = events::Events::new(faults.clone(), log.clone(), cfg.expires);
     let (ua, rx) = ua::Ua::bind(cfg.sip_listen).await?;
     let sim = Arc::new(b2bua::Sim::new(cfg.clone(), ua, log, faults, events));
     let mut tasks = vec![tokio::spawn(b2bua::run(sim.clone(), rx))];

@@ -97,6 +97,11 @@ fn xml_text(xml: &str, name: &str) -> Option<String> {
     None
 }
 
+/// The `expires` a request body asks for.
+fn asked(body: &str) -> Option<u32> {
+    xml_text(body, "expires").and_then(|e| e.parse().ok())
+}
+
 fn xml(status: StatusCode, body: String) -> Response {
     Response::builder()
         .status(status)
@@ -263,7 +268,7 @@ fn events(sim: &Arc<Sim>, method: &Method, base: &str, segs: &[String], body: &[
     match (method.as_str(), base == ASYNC, s.as_slice()) {
         ("POST", true, ["channel"]) => {
             let set = xml_text(&text, "channelSetId").unwrap_or_else(|| "default".into());
-            let (_, rx) = sim.events.open(&set);
+            let (_, rx) = sim.events.open(&set, asked(&text));
             let stream =
                 UnboundedReceiverStream::new(rx).map(Ok::<Bytes, std::convert::Infallible>);
             Response::builder()
@@ -290,6 +295,37 @@ fn events(sim: &Arc<Sim>, method: &Method, base: &str, segs: &[String], body: &[
             }
             None => error_info(&XsiError::new(400, 4003, "Missing eventID")),
         },
+        ("PUT", false, ["channel", id]) => match sim.events.refresh_channel(id, asked(&text)) {
+            Some(exp) => xml(
+                StatusCode::OK,
+                format!(
+                    "{DECL}<Channel xmlns=\"{NS}\"><channelId>{}</channelId><expires>{exp}</expires></Channel>",
+                    xml_escape(id)
+                ),
+            ),
+            None => error_info(&XsiError::new(
+                404,
+                4401,
+                format!("Channel not found: {id}"),
+            )),
+        },
+        ("PUT", false, ["subscription", id]) => {
+            match sim.events.refresh_subscription(id, asked(&text)) {
+                Some(exp) => xml(
+                    StatusCode::OK,
+                    format!(
+                        "{DECL}<Subscription xmlns=\"{NS}\"><subscriptionId>{}</subscriptionId>\
+<expires>{exp}</expires></Subscription>",
+                        xml_escape(id)
+                    ),
+                ),
+                None => error_info(&XsiError::new(
+                    404,
+                    4402,
+                    format!("Subscription not found: {id}"),
+                )),
+            }
+        }
         ("DELETE", false, ["channel", id]) => {
             if sim.events.close(id) {
                 empty(StatusCode::OK)
@@ -307,12 +343,12 @@ fn events(sim: &Arc<Sim>, method: &Method, base: &str, segs: &[String], body: &[
             }
             let set = xml_text(&text, "channelSetId").unwrap_or_else(|| "default".into());
             let app = xml_text(&text, "applicationId").unwrap_or_else(|| "app".into());
-            let id = sim.events.subscribe(u, &set, &xml_escape(&app));
+            let (id, exp) = sim.events.subscribe(u, &set, &xml_escape(&app), asked(&text));
             xml(
                 StatusCode::OK,
                 format!(
                     "{DECL}<Subscription xmlns=\"{NS}\"><subscriptionId>{id}</subscriptionId>\
-<expires>3600</expires></Subscription>"
+<expires>{exp}</expires></Subscription>"
                 ),
             )
         }
@@ -335,5 +371,11 @@ mod tests {
             Some("x-1")
         );
         assert_eq!(xml_text("<a>", "b"), None);
+        assert_eq!(
+            asked("<Channel><expires> 90 </expires></Channel>"),
+            Some(90)
+        );
+        assert_eq!(asked("<Channel><expires>-1</expires></Channel>"), None);
+        assert_eq!(asked("<Channel/>"), None);
     }
 }

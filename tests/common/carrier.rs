@@ -42,6 +42,16 @@ step_timeout_s = {step_timeout_s}
 impl Rig {
     /// Start the simulator (the rep's phone at `rep_phone`) and tonewall peered with it.
     pub async fn start(rep_phone: SocketAddr, step_timeout_s: u64) -> Rig {
+        Rig::start_with_expires(rep_phone, step_timeout_s, sim::DEFAULT_EXPIRES).await
+    }
+
+    /// `start`, with the simulator granting at most `expires` to Xsi-Events channels and
+    /// subscriptions.
+    pub async fn start_with_expires(
+        rep_phone: SocketAddr,
+        step_timeout_s: u64,
+        expires: Duration,
+    ) -> Rig {
         let sip_port = free_port();
         let sim = sim::start(SimConfig {
             xsi_listen: "127.0.0.1:0".parse().unwrap(),
@@ -54,6 +64,7 @@ impl Rig {
                 number: REP_NUMBER.into(),
                 phone: rep_phone,
             }],
+            expires,
         })
         .await
         .expect("simulator starts");

@@ -54,6 +54,8 @@ pub struct Req {
     pub query: Option<String>,
     pub auth: Option<String>,
     pub body: String,
+    /// When the stub received it.
+    pub at: std::time::Instant,
 }
 
 pub type StreamTx = mpsc::UnboundedSender<Result<Bytes, std::io::Error>>;
@@ -68,6 +70,12 @@ pub struct Stub {
     pub fail: Mutex<Option<(u16, String)>>,
     pub heartbeat_status: AtomicU16,
     pub delay: Mutex<Duration>,
+    /// The `expires` granted to channels and subscriptions (3600 unless set).
+    pub grant: Mutex<u32>,
+    /// Answers to `PUT …/channel/{id}`, `PUT …/subscription/{id}` and subscribing.
+    pub channel_refresh_status: AtomicU16,
+    pub subscription_refresh_status: AtomicU16,
+    pub subscribe_status: AtomicU16,
 }
 
 impl Stub {
@@ -80,6 +88,10 @@ impl Stub {
             fail: Mutex::new(None),
             heartbeat_status: AtomicU16::new(200),
             delay: Mutex::new(Duration::ZERO),
+            grant: Mutex::new(3600),
+            channel_refresh_status: AtomicU16::new(200),
+            subscription_refresh_status: AtomicU16::new(200),
+            subscribe_status: AtomicU16::new(200),
         })
     }
 
@@ -149,7 +161,9 @@ pub async fn handle(State(st): State<Arc<Stub>>, req: Request) -> Response {
         query,
         auth,
         body,
+        at: std::time::Instant::now(),
     });
+    let grant = format!("<expires>{}</expires>", *st.grant.lock().unwrap());
     let delay = *st.delay.lock().unwrap();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -157,8 +171,9 @@ pub async fn handle(State(st): State<Arc<Stub>>, req: Request) -> Response {
     if path == CHANNEL {
         let n = st.opened.fetch_add(1, Ordering::SeqCst) + 1;
         let (tx, rx) = mpsc::unbounded_channel();
-        let doc =
-            data("channel.xml").replace("c3e9a4b2-0f6d-4a8e-b1c7-5e2f9d3a6b80", &format!("ch-{n}"));
+        let doc = data("channel.xml")
+            .replace("c3e9a4b2-0f6d-4a8e-b1c7-5e2f9d3a6b80", &format!("ch-{n}"))
+            .replace("<expires>3600</expires>", &grant);
         let _ = tx.send(Ok(Bytes::from(doc)));
         st.streams.lock().unwrap().push(tx);
         return Response::builder()
@@ -178,8 +193,38 @@ pub async fn handle(State(st): State<Arc<Stub>>, req: Request) -> Response {
         if evt == "/channel/eventresponse" {
             return xml_response(200, String::new());
         }
+        let status = |a: &AtomicU16| a.load(Ordering::SeqCst);
+        let answer = |code: u16, ok: String| {
+            if code == 200 {
+                xml_response(200, ok)
+            } else {
+                xml_response(code, data("error_info.xml"))
+            }
+        };
+        let ns = "http://schema.broadsoft.com/xsi";
         if evt.starts_with("/user/") {
-            return xml_response(200, data("subscription.xml"));
+            let ok = data("subscription.xml").replace("<expires>3600</expires>", &grant);
+            return answer(status(&st.subscribe_status), ok);
+        }
+        if let Some(id) = evt.strip_prefix("/channel/") {
+            match method.as_str() {
+                "PUT" => {
+                    let ok = format!(
+                        r#"<?xml version="1.0" encoding="UTF-8"?><Channel xmlns="{ns}"><channelId>{id}</channelId>{grant}</Channel>"#
+                    );
+                    return answer(status(&st.channel_refresh_status), ok);
+                }
+                "DELETE" => return xml_response(200, String::new()),
+                _ => {}
+            }
+        }
+        if let Some(id) = evt.strip_prefix("/subscription/") {
+            if method == "PUT" {
+                let ok = format!(
+                    r#"<?xml version="1.0" encoding="UTF-8"?><Subscription xmlns="{ns}"><subscriptionId>{id}</subscriptionId>{grant}</Subscription>"#
+                );
+                return answer(status(&st.subscription_refresh_status), ok);
+            }
         }
         return xml_response(404, data("error_info.xml"));
     }
@@ -250,6 +295,7 @@ pub fn timing() -> Timing {
         backoff_min: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
         request: Duration::from_millis(800),
+        expires: Duration::from_secs(3600),
     }
 }
 

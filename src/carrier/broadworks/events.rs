@@ -2,7 +2,8 @@
 //! `channelSetId`), subscriptions to the Advanced Call package per watched user,
 //! acknowledgement of every event, de-duplication by `eventID`, heartbeats, and recovery
 //! (`StreamLost`, a new channel with backoff, re-subscription, calls re-read, `Released`
-//! for vanished calls, `StreamRestored`) as docs/carrier.md §Xsi-Events says.
+//! for vanished calls, `StreamRestored`) as docs/carrier.md §Xsi-Events says. The channel's
+//! and subscriptions' refreshes are scheduled by `lifetime` and sent by `refresh`.
 //!
 //! Must never: hold a std lock across an `.await`; block the stream on an acknowledgement;
 //! panic on anything the XSP sends; log a credential.
@@ -18,6 +19,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::actions::{seg, XsiClient};
+use super::lifetime::{granted, Lifetimes};
+use super::refresh;
 use super::stream::DocSplitter;
 use super::xml::{self, EventData, StreamDoc, XsiEvent};
 use crate::carrier::{CallEvent, CallEventKind, CarrierError, CarrierEvent, CarrierResult};
@@ -33,6 +36,9 @@ pub struct Timing {
     pub backoff_max: Duration,
     /// Limit on each Xsi request (and on waiting for a channel to open).
     pub request: Duration,
+    /// The `expires` asked for the channel and each subscription (whole seconds); each is
+    /// refreshed at 80 % of what the server granted.
+    pub expires: Duration,
 }
 
 impl Default for Timing {
@@ -42,11 +48,19 @@ impl Default for Timing {
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
             request: Duration::from_secs(5),
+            expires: Duration::from_secs(u64::from(EXPIRES)),
         }
     }
 }
 
 impl Timing {
+    /// `expires` in whole seconds for a request body (at least 1).
+    pub fn expires_secs(&self) -> u32 {
+        u32::try_from(self.expires.as_secs())
+            .unwrap_or(u32::MAX)
+            .max(1)
+    }
+
     /// The delay before reconnection attempt `n` (0-based).
     pub fn backoff(&self, n: u32) -> Duration {
         let f = 1u32.checked_shl(n.min(16)).unwrap_or(u32::MAX);
@@ -99,6 +113,10 @@ pub struct Shared {
     /// Calls known per user (call id → remote), to tell which vanished during an outage.
     pub known: Mutex<HashMap<String, HashMap<String, Option<String>>>>,
     pub dedup: Mutex<Dedup>,
+    /// When the channel and each subscription are refreshed.
+    pub lives: Mutex<Lifetimes>,
+    /// Wakes the events task when `lives` changed outside it.
+    pub resched: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -112,10 +130,28 @@ impl Shared {
             watched: tokio::sync::Mutex::new(BTreeSet::new()),
             known: Mutex::new(HashMap::new()),
             dedup: Mutex::new(Dedup::default()),
+            lives: Mutex::new(Lifetimes::new()),
+            resched: tokio::sync::Notify::new(),
         }
     }
 
-    fn emit(&self, e: CarrierEvent) {
+    /// Change the refresh schedule and wake the events task.
+    pub fn with_lives<R>(&self, f: impl FnOnce(&mut Lifetimes) -> R) -> R {
+        let r = self.lives_quietly(f);
+        self.resched.notify_one();
+        r
+    }
+
+    /// Read or change the schedule without waking the events task (it is the caller).
+    fn lives_quietly<R>(&self, f: impl FnOnce(&mut Lifetimes) -> R) -> R {
+        let mut g = match self.lives.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut g)
+    }
+
+    pub(super) fn emit(&self, e: CarrierEvent) {
         // No receiver is not an error: nobody is listening yet.
         let _ = self.tx.send(e);
     }
@@ -150,17 +186,22 @@ pub async fn call_ids(sh: &Shared, user: &str) -> CarrierResult<Vec<String>> {
     Ok(calls.into_iter().map(|(c, _)| c.call_id).collect())
 }
 
-async fn subscribe(sh: &Shared, user: &str) -> CarrierResult<String> {
+/// Subscribe `user` and put the subscription on the refresh schedule.
+pub(super) async fn subscribe(sh: &Shared, user: &str) -> CarrierResult<String> {
     let url = sh.client.events_url(&format!("/user/{}", seg(user)));
-    let body = xml::subscription_body(&sh.set_id, EXPIRES, APPLICATION_ID);
+    let body = xml::subscription_body(&sh.set_id, sh.timing.expires_secs(), APPLICATION_ID);
     let answer = sh
         .client
         .send("subscribe", Method::POST, &url, Some(body))
         .await?;
-    xml::parse_subscription(&answer).map_err(|e| CarrierError::BadResponse {
-        action: "subscribe",
-        detail: e.0,
-    })
+    let (id, said) =
+        xml::parse_subscription_grant(&answer).map_err(|e| CarrierError::BadResponse {
+            action: "subscribe",
+            detail: e.0,
+        })?;
+    let g = granted(said, sh.timing.expires);
+    sh.with_lives(|l| l.subscribed(user, &id, g, std::time::Instant::now()));
+    Ok(id)
 }
 
 /// Follow a user's line: wait for the channel, subscribe once, learn the calls already on it.
@@ -205,6 +246,7 @@ pub async fn run(sh: Arc<Shared>) {
     loop {
         let was_up = session(&sh, recovering).await;
         sh.channel.send_replace(None);
+        sh.with_lives(Lifetimes::channel_closed);
         if was_up {
             failures = 0;
             sh.emit(CarrierEvent::StreamLost);
@@ -242,7 +284,7 @@ impl Drop for AbortOnDrop {
 
 /// One channel, from opening to loss. `true` if it came up (its `Channel` document arrived).
 async fn session(sh: &Arc<Shared>, recovering: bool) -> bool {
-    let body = xml::channel_body(&sh.set_id, EXPIRES);
+    let body = xml::channel_body(&sh.set_id, sh.timing.expires_secs());
     let resp = match sh.client.open_channel(body).await {
         Ok(r) => r,
         Err(e) => {
@@ -258,12 +300,20 @@ async fn session(sh: &Arc<Shared>, recovering: bool) -> bool {
     let mut hb = tokio::time::interval_at(Instant::now() + hb_every, hb_every);
     hb.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut beats: JoinSet<bool> = JoinSet::new();
+    // Refreshes and re-subscriptions; `false` when the channel is gone.
+    let mut work: JoinSet<bool> = JoinSet::new();
+    let mut restoring: JoinSet<()> = JoinSet::new();
     let mut last_rx = Instant::now();
     loop {
         let silence = if channel_id.is_some() {
             hb_every.saturating_mul(2)
         } else {
             sh.timing.request
+        };
+        let due = if channel_id.is_some() {
+            sh.lives_quietly(|l| l.next_due()).map(Instant::from_std)
+        } else {
+            None
         };
         tokio::select! {
             c = chunks.recv() => {
@@ -282,13 +332,14 @@ async fn session(sh: &Arc<Shared>, recovering: bool) -> bool {
                         }
                     };
                     match xml::parse_stream_doc(&doc) {
-                        Ok(StreamDoc::Channel { channel_id: id }) if channel_id.is_none() => {
+                        Ok(StreamDoc::Channel { channel_id: id, expires }) if channel_id.is_none() => {
                             tracing::info!(channel = %id, "xsi: event channel open");
+                            let g = granted(expires, sh.timing.expires);
+                            sh.with_lives(|l| l.channel_opened(&id, g, std::time::Instant::now()));
                             channel_id = Some(id.clone());
                             sh.channel.send_replace(Some(id.clone()));
                             if recovering {
-                                recover(sh, &id).await;
-                                sh.emit(CarrierEvent::StreamRestored);
+                                restoring.spawn(recover(sh.clone(), id.clone()));
                             }
                             hb.reset();
                             last_rx = Instant::now();
@@ -312,6 +363,24 @@ async fn session(sh: &Arc<Shared>, recovering: bool) -> bool {
             }
             Some(ok) = beats.join_next() => {
                 if !matches!(ok, Ok(true)) {
+                    return channel_id.is_some();
+                }
+            }
+            Some(done) = restoring.join_next() => {
+                if done.is_ok() {
+                    sh.emit(CarrierEvent::StreamRestored);
+                }
+            }
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                let now = std::time::Instant::now();
+                for d in sh.lives_quietly(|l| l.take_due(now)) {
+                    work.spawn(refresh::run(sh.clone(), d));
+                }
+            }
+            _ = sh.resched.notified() => {}
+            Some(alive) = work.join_next() => {
+                if matches!(alive, Ok(false)) {
+                    tracing::warn!("xsi: the event channel is gone");
                     return channel_id.is_some();
                 }
             }
@@ -370,16 +439,9 @@ fn on_event(sh: &Arc<Shared>, ev: XsiEvent) -> bool {
             }
         }
         EventData::SubscriptionTerminated => {
-            if let Some(user) = ev.user().map(str::to_owned) {
-                let sh = sh.clone();
-                tokio::spawn(async move {
-                    let w = sh.watched.lock().await;
-                    if w.contains(&user) {
-                        if let Err(e) = subscribe(&sh, &user).await {
-                            tracing::warn!(user, error = %e, "xsi: re-subscription failed");
-                        }
-                    }
-                });
+            if let Some(user) = ev.user() {
+                // Re-subscribed by the refresher (with backoff) if it is watched.
+                sh.with_lives(|l| l.sub_gone(user, std::time::Instant::now()));
             }
         }
         EventData::ChannelTerminated => return false,
@@ -388,15 +450,34 @@ fn on_event(sh: &Arc<Shared>, ev: XsiEvent) -> bool {
     true
 }
 
-/// After a new channel opened: re-subscribe everyone, re-read their calls, and report
-/// `Released` for each known call that is gone.
-async fn recover(sh: &Shared, channel_id: &str) {
-    let w = sh.watched.lock().await;
-    for user in w.iter() {
-        if let Err(e) = subscribe(sh, user).await {
-            tracing::warn!(user, error = %e, "xsi: re-subscription failed");
+/// After a new channel opened: re-subscribe everyone (retrying failures with the backoff
+/// until all are subscribed), re-read their calls, and report `Released` for each known call
+/// that is gone. The caller emits `StreamRestored` when this returns.
+async fn recover(sh: Arc<Shared>, channel_id: String) {
+    let users: Vec<String> = sh.watched.lock().await.iter().cloned().collect();
+    loop {
+        let pending = sh.lives_quietly(|l| l.unsubscribed());
+        if pending.is_empty() {
+            if sh.lives_quietly(|l| l.all_subscribed()) {
+                break;
+            }
+            // A re-subscription scheduled by the refresher is under way.
+            tokio::time::sleep(sh.timing.backoff_min).await;
+            continue;
         }
-        let ids = match call_ids(sh, user).await {
+        let mut worst = 0u32;
+        for user in &pending {
+            if let Err(e) = subscribe(&sh, user).await {
+                tracing::warn!(user, error = %e, "xsi: re-subscription failed");
+                worst = worst.max(sh.with_lives(|l| l.recovery_failed(user)));
+            }
+        }
+        if worst > 0 {
+            tokio::time::sleep(sh.timing.backoff(worst - 1)).await;
+        }
+    }
+    for user in users.iter() {
+        let ids = match call_ids(&sh, user).await {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::warn!(user, error = %e, "xsi: could not re-read calls");

@@ -1,7 +1,8 @@
 //! BroadWorks Xsi adapter (kind `broadworks`), following docs/carrier.md: Xsi-Actions over
 //! HTTP(S) with Basic auth for call control (`actions`), Xsi-Events on one streaming channel
-//! per adapter for the normalised event stream (`events`, `stream`), and the Xsi XML both
-//! speak (`xml`).
+//! per adapter for the normalised event stream (`events`, `stream`), kept alive by refreshing
+//! the channel and subscriptions before they expire (`lifetime`, `refresh`) and deleted when
+//! the adapter stops, and the Xsi XML both speak (`xml`).
 //!
 //! Must never: show the password (Debug redacts it; it is read from the environment
 //! variable `password_env` names, never from the config file); start its events task
@@ -9,6 +10,8 @@
 
 pub mod actions;
 pub mod events;
+pub mod lifetime;
+pub mod refresh;
 pub mod stream;
 pub mod xml;
 
@@ -165,12 +168,42 @@ impl Broadworks {
     }
 }
 
+impl Broadworks {
+    /// Stop the events task and delete the open channel (best effort), waiting for the
+    /// `DELETE`. A later `watch` starts a new channel.
+    pub async fn close(&self) {
+        let task = self.take_task();
+        if let Some(h) = task {
+            h.abort();
+            let _ = h.await;
+        }
+        if let Some(id) = self.shared.channel.send_replace(None) {
+            refresh::delete_channel(&self.shared, &id).await;
+        }
+    }
+
+    fn take_task(&self) -> Option<JoinHandle<()>> {
+        match self.task.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        }
+    }
+}
+
 impl Drop for Broadworks {
+    /// Stops the events task and, inside a runtime, deletes the open channel in the
+    /// background (best effort).
     fn drop(&mut self) {
-        if let Ok(mut t) = self.task.lock() {
-            if let Some(h) = t.take() {
-                h.abort();
-            }
+        let Some(h) = self.take_task() else {
+            return;
+        };
+        h.abort();
+        let Some(id) = self.shared.channel.send_replace(None) else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let sh = self.shared.clone();
+            rt.spawn(async move { refresh::delete_channel(&sh, &id).await });
         }
     }
 }

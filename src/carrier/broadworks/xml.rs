@@ -242,9 +242,29 @@ pub fn parse_call_start(doc: &str) -> Result<String, XmlError> {
 
 /// `<Subscription>`: the subscription id.
 pub fn parse_subscription(doc: &str) -> Result<String, XmlError> {
-    parse_root(doc, "Subscription")?
+    parse_subscription_grant(doc).map(|(id, _)| id)
+}
+
+/// `<Subscription>`: the subscription id and the `expires` (seconds) the server granted.
+pub fn parse_subscription_grant(doc: &str) -> Result<(String, Option<u32>), XmlError> {
+    let e = parse_root(doc, "Subscription")?;
+    let id = e
         .child_text("subscriptionId")
-        .ok_or_else(|| err("Subscription without subscriptionId"))
+        .ok_or_else(|| err("Subscription without subscriptionId"))?;
+    Ok((id, expires_of(&e)))
+}
+
+/// The `expires` (seconds) in the answer to a refresh `PUT`: `None` for an empty body or
+/// one without a readable `expires` (the requested value then stands).
+pub fn parse_refresh(doc: &str) -> Option<u32> {
+    if doc.trim().is_empty() {
+        return None;
+    }
+    parse(doc).ok().as_ref().and_then(expires_of)
+}
+
+fn expires_of(e: &Element) -> Option<u32> {
+    e.child_text("expires")?.trim().parse().ok()
 }
 
 /// An Xsi `ErrorInfo` body.
@@ -365,6 +385,8 @@ pub enum StreamDoc {
     /// The channel is open, with this id.
     Channel {
         channel_id: String,
+        /// The `expires` (seconds) the server granted, when it says.
+        expires: Option<u32>,
     },
     HeartBeat,
     Event(XsiEvent),
@@ -379,6 +401,7 @@ pub fn parse_stream_doc(doc: &str) -> Result<StreamDoc, XmlError> {
             channel_id: e
                 .child_text("channelId")
                 .ok_or_else(|| err("Channel without channelId"))?,
+            expires: expires_of(&e),
         }),
         "ChannelHeartBeat" => Ok(StreamDoc::HeartBeat),
         "Event" => Ok(StreamDoc::Event(event(&e)?)),
@@ -408,6 +431,16 @@ pub fn subscription_body(set: &str, expires: u32, app: &str) -> String {
         escape(set),
         escape(app)
     )
+}
+
+/// The body that refreshes an event channel (`PUT …/channel/{channelId}`).
+pub fn channel_refresh_body(expires: u32) -> String {
+    format!("{DECL}<Channel xmlns=\"{XSI_NS}\"><expires>{expires}</expires></Channel>")
+}
+
+/// The body that refreshes a subscription (`PUT …/subscription/{subscriptionId}`).
+pub fn subscription_refresh_body(expires: u32) -> String {
+    format!("{DECL}<Subscription xmlns=\"{XSI_NS}\"><expires>{expires}</expires></Subscription>")
 }
 
 /// The body that acknowledges an event.
