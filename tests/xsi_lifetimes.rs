@@ -37,7 +37,7 @@ fn quiet(rx: &mut broadcast::Receiver<CarrierEvent>) {
 #[tokio::test]
 async fn channel_and_subscription_are_refreshed_before_they_expire() {
     let (st, url) = stub().await;
-    *st.grant.lock().unwrap() = 1;
+    *st.grant.lock().unwrap() = 2;
     let bw = adapter(&url);
     let mut rx = bw.events();
     bw.watch(REP).await.unwrap();
@@ -49,20 +49,21 @@ async fn channel_and_subscription_are_refreshed_before_they_expire() {
     .await;
     let ch = st.requests("PUT", &channel_put(1));
     let sub = st.requests("PUT", &sub_put());
-    // About 80 % of the 1 s granted, each time from the previous answer.
+    // About 80 % of the 2 s granted (1.6 s), each time from the previous answer, and
+    // always before the grant runs out (slack for a loaded machine).
     let first = ch[0].at - opened;
     assert!(
-        first >= Duration::from_millis(700) && first < Duration::from_millis(1000),
+        first >= Duration::from_millis(1400) && first < Duration::from_millis(2000),
         "{first:?}"
     );
     let first = sub[0].at - subscribed;
     assert!(
-        first >= Duration::from_millis(700) && first < Duration::from_millis(1000),
+        first >= Duration::from_millis(1400) && first < Duration::from_millis(2000),
         "{first:?}"
     );
     let gap = ch[1].at - ch[0].at;
     assert!(
-        gap >= Duration::from_millis(700) && gap < Duration::from_millis(1000),
+        gap >= Duration::from_millis(1400) && gap < Duration::from_millis(2000),
         "{gap:?}"
     );
     assert_eq!(ch[0].auth.as_deref(), Some(AUTH));
@@ -116,7 +117,7 @@ async fn a_gone_subscription_is_made_again() {
     let refused = st.requests("PUT", &sub_put())[0].at;
     let again = st.requests("POST", &format!("{EVT}/user/{REP}"))[1].at;
     assert!(again >= refused);
-    assert!(again - refused < Duration::from_millis(300), "at once");
+    assert!(again - refused < Duration::from_millis(1000), "at once");
     // Refreshes of the new subscription are answered again.
     st.subscription_refresh_status.store(200, Ordering::SeqCst);
     let before = st.requests("PUT", &sub_put()).len();
