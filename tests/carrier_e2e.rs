@@ -249,6 +249,35 @@ async fn delete_while_securing_undoes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dnis_expiry_while_securing_undoes() {
+    // The DNIS's TTL (2 s) runs out before the step deadline (10 s): the session fails
+    // `dnis_expired` and the steps already taken are undone all the same.
+    let rep = phone("127.0.0.1:9".parse().unwrap(), REP_NUMBER).await;
+    let rig = Rig::start_full(rep.sip_addr(), 10, tonewall::sim::DEFAULT_EXPIRES, 2).await;
+    let customer = phone(rig.sim.sip_addr(), CUSTOMER_NUMBER).await;
+    customer
+        .dial(REP_NUMBER)
+        .await
+        .expect("customer calls the rep");
+    talking_directly(&customer, &rep, Duration::from_secs(5)).await;
+    let call = rig.rep_call_id();
+    rig.sim.faults().set_dnis_busy(true);
+    rig.sim.faults().set_drop_events(true);
+    let s = rig.secure(&call).await;
+    let id = s["id"].as_str().expect("session id").to_string();
+    let s = rig.wait_state(&id, "failed", Duration::from_secs(8)).await;
+    assert_eq!(s["reason"], "dnis_expired", "{s}");
+    rig.wait_log_in_order(
+        &["/calls/new -> 201", "/Reconnect -> 200"],
+        Duration::from_secs(5),
+    )
+    .await;
+    talking_directly(&customer, &rep, Duration::from_secs(5)).await;
+    nothing_allocated(&rig).await;
+    rig.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_events_change_nothing() {
     let (rig, customer, rep, call) = call_in(5).await;
     rig.sim

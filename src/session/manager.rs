@@ -565,6 +565,11 @@ impl SessionManager {
                         if last {
                             e.events = None;
                             self.audit_on_end(e);
+                            // However the session ended (DNIS expiry, a leg, DELETE), 3PCC
+                            // still in progress stops and undoes its steps.
+                            if let Some(tx) = &e.securing {
+                                let _ = tx.send(securing::SecuringInput::Cancel);
+                            }
                         }
                     }
                 }

@@ -52,6 +52,16 @@ impl Rig {
         step_timeout_s: u64,
         expires: Duration,
     ) -> Rig {
+        Rig::start_full(rep_phone, step_timeout_s, expires, 30).await
+    }
+
+    /// `start_with_expires`, with the server's `dnis.ttl_s`.
+    pub async fn start_full(
+        rep_phone: SocketAddr,
+        step_timeout_s: u64,
+        expires: Duration,
+        ttl_s: u64,
+    ) -> Rig {
         let sip_port = free_port();
         let sim = sim::start(SimConfig {
             xsi_listen: "127.0.0.1:0".parse().unwrap(),
@@ -73,6 +83,7 @@ impl Rig {
             carrier: "bw".into(),
             extra: bw_carrier(&sim.xsi_url(), step_timeout_s),
             env: vec![("TW_TEST_XSI_PASSWORD".into(), XSI_PASSWORD.into())],
+            ttl_s,
             ..ServerOpts::default()
         };
         let server = tokio::task::spawn_blocking(move || Server::start(opts))

@@ -9,7 +9,7 @@ use std::time::Instant;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::sync::broadcast;
 
-use super::{securing, CreateSession, Entry, ManagerError, SessionManager, EVENT_BUFFER};
+use super::{CreateSession, Entry, ManagerError, SessionManager, EVENT_BUFFER};
 use crate::carrier::Adapter;
 use crate::leg::SessionId;
 use crate::session::fields::YearMonth;
@@ -131,7 +131,6 @@ impl SessionManager {
     /// carrier can route it; otherwise the legs are hung up.
     pub fn delete(&self, tenant: &str, id: &str) -> Result<SessionView, ManagerError> {
         self.with_session(tenant, id, |m, inner, sid, now| {
-            m.to_securing(inner, sid, securing::SecuringInput::Cancel);
             let e = inner
                 .sessions
                 .get_mut(sid)
