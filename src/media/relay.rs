@@ -143,6 +143,17 @@ impl Relay {
         self.out_ssrc
     }
 
+    /// The digit of a customer telephone-event packet, on the first packet of its press.
+    fn capture_event(&mut self, ssrc: u32, ts: u32, payload: &[u8]) -> Option<Digit> {
+        match self
+            .dedup
+            .on_packet(ssrc, ts, &TelephoneEvent::parse(payload)?)
+        {
+            EventOutcome::NewPress(d) => d,
+            EventOutcome::Known | EventOutcome::Stale => None,
+        }
+    }
+
     /// Relay one datagram `buf` that arrived at `now`, editing it in place.
     pub fn step(&mut self, buf: &mut [u8], now: Instant) -> Step {
         if rtp::is_rtcp(buf) {
@@ -157,6 +168,15 @@ impl Relay {
             p.timestamp(),
             p.payload_type(),
         );
+        // A customer's telephone-event from another SSRC than the audio's (some gateways
+        // send events as their own stream, and one of them may look like an old source):
+        // never forwarded, always captured, and it does not disturb the audio's source.
+        if self.strip_events
+            && self.from.te_pt == Some(pt)
+            && self.src.is_some_and(|s| s.ssrc != ssrc)
+        {
+            return Step::Event(self.capture_event(ssrc, in_ts, p.payload()));
+        }
         let mut src = match self.src {
             Some(s) if s.ssrc == ssrc && !self.resync => s,
             Some(s) if s.ssrc != ssrc && self.prev_ssrc == Some(ssrc) => {
@@ -189,14 +209,7 @@ impl Relay {
                     if !strip {
                         return Step::Drop(DropReason::NoEventPt);
                     }
-                    let digit = match TelephoneEvent::parse(p.payload()) {
-                        Some(ev) => match self.dedup.on_packet(ssrc, in_ts, &ev) {
-                            EventOutcome::NewPress(d) => d,
-                            EventOutcome::Known | EventOutcome::Stale => None,
-                        },
-                        None => None,
-                    };
-                    return Step::Event(digit);
+                    return Step::Event(self.capture_event(ssrc, in_ts, p.payload()));
                 }
             }
         } else {
@@ -423,6 +436,33 @@ mod tests {
         // a late packet of the old source is dropped
         let mut late = pkt(0, 40_002, 7_000_320, 7, &[0]);
         assert_eq!(r.step(&mut late, t0), Step::Drop(DropReason::OldSource));
+    }
+
+    #[test]
+    fn events_on_their_own_ssrc_are_captured_while_audio_flows() {
+        // Audio on SSRC 7, key presses on SSRC 8, interleaved, events first: no press is
+        // lost, none is forwarded, and the audio is not taken for an old source.
+        let t0 = Instant::now();
+        let mut r = Relay::new(PCMU, PCMU, true, 1, 100, 0);
+        let mut digits = Vec::new();
+        let mut audio_seq = 50u16;
+        for (i, key) in [4u8, 1, 1, 1].iter().enumerate() {
+            let ts = 10_000 + 1600 * i as u32;
+            for (k, end) in [(0u16, false), (1, false), (2, true), (3, true)] {
+                let seq = 900 + (i as u16) * 4 + k;
+                match r.step(&mut te(101, seq, ts, 8, *key, end), t0) {
+                    Step::Event(Some(d)) => digits.push(d.key()),
+                    Step::Event(None) => {}
+                    other => panic!("event forwarded or dropped: {other:?}"),
+                }
+            }
+            for _ in 0..3 {
+                audio_seq += 1;
+                let mut a = pkt(0, audio_seq, 160 * u32::from(audio_seq), 7, &[0xFF]);
+                assert!(matches!(r.step(&mut a, t0), Step::Forward { .. }));
+            }
+        }
+        assert_eq!(digits, b"4111".to_vec());
     }
 
     #[test]

@@ -220,10 +220,12 @@ impl Phone {
                     .current()
                     .and_then(|c| Some((c.remote_media?, c.te_pt)))
                 else {
+                    tracing::debug!("phone: no media target, key presses stop");
                     return;
                 };
                 lock(&st).keying = true;
                 let ts = lock(&st).ts;
+                tracing::debug!(%target, ts, pt, "phone: key press");
                 for i in 0..8u16 {
                     let end = i >= 5;
                     let dur: u16 = 160 * (i.min(4) + 1);
