@@ -120,6 +120,10 @@ pub struct CarrierConfig {
     pub password_env: Option<String>,
     #[serde(default)]
     pub dial_prefix: Option<String>,
+    /// PEM file of CA certificates added to the trust roots of this carrier's Xsi client
+    /// (on-prem XSPs signed by a private CA). Only with kind = "broadworks".
+    #[serde(default)]
+    pub xsi_ca_file: Option<String>,
     /// Each third-party call control step's deadline (hold, originate, waiting for a leg,
     /// transfer), in seconds.
     #[serde(default = "default_step_timeout_s")]
@@ -384,6 +388,18 @@ pub fn is_key_hash(s: &str) -> bool {
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// Read a PEM file of CA certificates (`[[carrier]] xsi_ca_file`): at least one
+/// certificate, each a readable one. The error says why, without the file's contents.
+pub fn load_ca_file(path: &str) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{path:?} is not a PEM certificate file: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{path:?} holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
 fn is_http_url(s: &str) -> bool {
     let rest = s
         .strip_prefix("https://")
@@ -502,6 +518,15 @@ pub fn validate(config: &Config, env_set: &dyn Fn(&str) -> bool) -> Result<(), C
         }
         if c.step_timeout_s == 0 || c.step_timeout_s > 120 {
             return Err(bad(k("step_timeout_s"), "must be between 1 and 120"));
+        }
+        if let Some(path) = &c.xsi_ca_file {
+            if c.kind != CarrierKind::Broadworks {
+                return Err(bad(
+                    k("xsi_ca_file"),
+                    "only valid with kind = \"broadworks\"",
+                ));
+            }
+            load_ca_file(path).map_err(|m| bad(k("xsi_ca_file"), m))?;
         }
         if c.kind == CarrierKind::Broadworks {
             match &c.xsi_url {

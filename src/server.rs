@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{router, ApiState};
 use crate::audit::AuditLog;
+use crate::carrier::Carrier;
 use crate::config::Config;
 use crate::media::ports::PortPool;
 use crate::media::Codec;
@@ -127,9 +128,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let running = start(config).await?;
     shutdown_signal().await;
     tracing::info!("shutting down");
+    let carriers = running.manager.carriers();
     running.shutdown();
+    close_carriers(carriers).await;
     Ok(())
 }
+
+/// Let every carrier adapter release what it holds (Xsi: delete the event channel), each
+/// within `CARRIER_CLOSE_TIMEOUT`, all at once.
+async fn close_carriers(carriers: Vec<Arc<dyn Carrier>>) {
+    let closing = carriers.iter().map(|c| async move {
+        if tokio::time::timeout(CARRIER_CLOSE_TIMEOUT, c.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(carrier = %c.id(), "carrier close timed out");
+        }
+    });
+    futures::future::join_all(closing).await;
+}
+
+/// How long a carrier adapter may take to close at shutdown.
+const CARRIER_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn shutdown_signal() {
     #[cfg(unix)]

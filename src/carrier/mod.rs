@@ -156,6 +156,11 @@ pub trait Carrier: Send + Sync + 'static {
     /// Where to send a call so that it rings the user's line (a SIP URI for a REFER), if
     /// the carrier routes such a URI; `None`: hand-back is not possible.
     fn user_uri(&self, user: &str) -> Option<String>;
+    /// Stop following events and release what the carrier holds for this adapter (Xsi:
+    /// delete the event channel), on a clean shutdown. Best effort; the default does nothing.
+    fn close<'a>(&'a self) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// A tenant's carrier: no call control, or an adapter.

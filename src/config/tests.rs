@@ -187,3 +187,54 @@ fn payment_gateway_keys() {
         "payment.api_key"
     );
 }
+
+#[test]
+fn xsi_ca_file() {
+    let bw = |extra: &str| {
+        format!(
+            "{}[[carrier]]\nid = \"bw\"\nkind = \"broadworks\"\nxsi_url = \"https://x\"\nuser = \"u\"\npassword_env = \"TW_BW\"\n{extra}",
+            good()
+        )
+    };
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["xsp.example".to_string()]).expect("params");
+    let pem = params.self_signed(&key).expect("cert").pem();
+    let dir = tempfile::tempdir().expect("dir");
+    let good_file = dir.path().join("ca.pem");
+    std::fs::write(&good_file, &pem).expect("write");
+    let empty_file = dir.path().join("empty.pem");
+    std::fs::write(&empty_file, "# no certificate here\n").expect("write");
+    let line = |p: &std::path::Path| format!("xsi_ca_file = {:?}\n", p.to_string_lossy());
+
+    let c = parse_unchecked(&bw(&line(&good_file))).expect("parse");
+    validate(&c, &|v| v == "TW_BW").expect("valid");
+    assert_eq!(
+        c.carrier[1].xsi_ca_file.as_deref(),
+        Some(&*good_file.to_string_lossy())
+    );
+    assert_eq!(
+        load_ca_file(&good_file.to_string_lossy())
+            .expect("load")
+            .len(),
+        1
+    );
+    let c = parse_unchecked(&bw("")).expect("parse");
+    assert_eq!(c.carrier[1].xsi_ca_file, None);
+
+    let check = |text: String| {
+        let c = parse_unchecked(&text).expect("parse");
+        let e = validate(&c, &|v| v == "TW_BW").expect_err("accepted");
+        assert!(e.to_string().starts_with(e.key()), "{e}");
+        e.key().to_string()
+    };
+    assert_eq!(check(bw(&line(&empty_file))), "carrier[1].xsi_ca_file");
+    assert_eq!(
+        check(bw(&line(&dir.path().join("missing.pem")))),
+        "carrier[1].xsi_ca_file"
+    );
+    let manual = good().replace(
+        "kind = \"manual\"",
+        &format!("kind = \"manual\"\n{}", line(&good_file)),
+    );
+    assert_eq!(check(manual), "carrier[0].xsi_ca_file");
+}

@@ -82,10 +82,23 @@ fn detail(e: &reqwest::Error, timeout: Duration) -> String {
 
 impl XsiClient {
     pub fn new(base: &str, user: &str, password: SecretString) -> anyhow::Result<XsiClient> {
-        let http = reqwest::Client::builder()
+        XsiClient::with_roots(base, user, password, Vec::new())
+    }
+
+    /// As `new`, trusting `extra_roots` (a private CA) besides the built-in web roots.
+    pub fn with_roots(
+        base: &str,
+        user: &str,
+        password: SecretString,
+        extra_roots: Vec<reqwest::Certificate>,
+    ) -> anyhow::Result<XsiClient> {
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
+            .connect_timeout(Duration::from_secs(5));
+        for cert in extra_roots {
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build()?;
         Ok(XsiClient {
             http,
             base: base.trim_end_matches('/').to_owned(),

@@ -66,7 +66,12 @@ impl Broadworks {
         let password = std::env::var(var).map_err(|_| {
             anyhow::anyhow!("carrier {}: environment variable {var} is not set", c.id)
         })?;
-        Broadworks::new(&c.id, url, user, SecretString::from(password))
+        let roots = match &c.xsi_ca_file {
+            Some(path) => crate::config::load_ca_file(path)
+                .map_err(|m| anyhow::anyhow!("carrier {}: xsi_ca_file: {m}", c.id))?,
+            None => Vec::new(),
+        };
+        Broadworks::with_roots(&c.id, url, user, SecretString::from(password), roots)
     }
 
     /// Build from parts (`xsi_url` as in the config, e.g. `https://xsp.example.net`).
@@ -76,12 +81,24 @@ impl Broadworks {
         user: &str,
         password: SecretString,
     ) -> anyhow::Result<Broadworks> {
+        Broadworks::with_roots(id, xsi_url, user, password, Vec::new())
+    }
+
+    /// As `new`, with `extra_roots` (a private CA's certificates, `xsi_ca_file`) trusted
+    /// besides the built-in web roots for HTTPS to the XSP.
+    pub fn with_roots(
+        id: &str,
+        xsi_url: &str,
+        user: &str,
+        password: SecretString,
+        extra_roots: Vec<reqwest::Certificate>,
+    ) -> anyhow::Result<Broadworks> {
         let parsed = reqwest::Url::parse(xsi_url)
             .map_err(|e| anyhow::anyhow!("carrier {id}: xsi_url {xsi_url:?}: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             anyhow::bail!("carrier {id}: xsi_url {xsi_url:?} is not an http(s) URL");
         }
-        let client = XsiClient::new(xsi_url, user, password)?;
+        let client = XsiClient::with_roots(xsi_url, user, password, extra_roots)?;
         let set_id = format!("tonewall-{:032x}", rand::random::<u128>());
         Ok(Broadworks {
             id: id.to_owned(),
@@ -301,6 +318,10 @@ impl Carrier for Broadworks {
             return Some(format!("sip:{user}"));
         }
         self.host.as_ref().map(|h| format!("sip:{user}@{h}"))
+    }
+
+    fn close<'a>(&'a self) -> BoxFuture<'a, ()> {
+        Box::pin(Broadworks::close(self))
     }
 }
 

@@ -155,3 +155,19 @@ impl SessionManager {
         }
     }
 }
+
+impl SessionManager {
+    /// Every tenant's carrier adapter with call control, each once (to `close` them at
+    /// shutdown).
+    pub fn carriers(&self) -> Vec<std::sync::Arc<dyn crate::carrier::Carrier>> {
+        let mut out: Vec<std::sync::Arc<dyn crate::carrier::Carrier>> = Vec::new();
+        for t in self.shared.tenants.values() {
+            if let Adapter::Controlled { carrier, .. } = &t.adapter {
+                if !out.iter().any(|c| std::sync::Arc::ptr_eq(c, carrier)) {
+                    out.push(carrier.clone());
+                }
+            }
+        }
+        out
+    }
+}
