@@ -218,7 +218,17 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         println!("\nThe demo keeps running; press Ctrl-C to stop.");
         let _ = tokio::signal::ctrl_c().await;
     }
+    let carriers = running.manager.carriers();
     running.shutdown();
+    crate::server::close_carriers(carriers).await;
+    for l in demo
+        .sim
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("channel delete"))
+    {
+        println!("   carrier: {l}");
+    }
     demo.sim.shutdown().await;
     result
 }

@@ -136,7 +136,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Let every carrier adapter release what it holds (Xsi: delete the event channel), each
 /// within `CARRIER_CLOSE_TIMEOUT`, all at once.
-async fn close_carriers(carriers: Vec<Arc<dyn Carrier>>) {
+pub async fn close_carriers(carriers: Vec<Arc<dyn Carrier>>) {
     let closing = carriers.iter().map(|c| async move {
         if tokio::time::timeout(CARRIER_CLOSE_TIMEOUT, c.close())
             .await

@@ -43,6 +43,7 @@ fn demo_runs_to_completion() {
         "telephone-events that reached the representative's phone: 0",
         "approved",
         "Done.",
+        "carrier: channel delete",
     ] {
         assert!(
             stdout.contains(want),
