@@ -9,54 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::carrier::*;
-use tonewall::sim::Phone;
 
 const PAN: &str = "4111111111111111";
-
-/// A customer on a call with the representative, both phones simulated, tonewall and the
-/// simulator running; the call's Xsi id.
-async fn call_in(step_timeout_s: u64) -> (Rig, Phone, Phone, String) {
-    // The rep's phone never dials, so its proxy is never used.
-    let rep = phone("127.0.0.1:9".parse().unwrap(), REP_NUMBER).await;
-    let rig = Rig::start(rep.sip_addr(), step_timeout_s).await;
-    let customer = phone(rig.sim.sip_addr(), CUSTOMER_NUMBER).await;
-    customer
-        .dial(REP_NUMBER)
-        .await
-        .expect("customer calls the rep");
-    talking_directly(&customer, &rep, Duration::from_secs(5)).await;
-    let call = rig.rep_call_id();
-    (rig, customer, rep, call)
-}
-
-/// tonewall holds nothing for the session any more.
-async fn nothing_allocated(rig: &Rig) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let dnis = rig.metric("tonewall_dnis_allocated").await;
-        let active = rig.metric("tonewall_sessions_active").await;
-        let legs = rig.metric("tonewall_legs_active").await;
-        let bridges = rig.metric("tonewall_bridges_active").await;
-        if dnis == 0.0 && active == 0.0 && legs == 0.0 && bridges == 0.0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still allocated: dnis {dnis}, sessions {active}, legs {legs}, bridges {bridges}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // The simulator has no call towards the trunk left.
-    for c in rig.sim.calls(REP_USER) {
-        assert!(
-            !c.peer.starts_with("trunk:"),
-            "the rep's line still has a call towards tonewall: {} {} {}",
-            c.call_id,
-            c.state,
-            c.peer
-        );
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secure_bridge_mask_and_hand_back() {
@@ -131,7 +85,7 @@ async fn secure_bridge_mask_and_hand_back() {
     )
     .await;
     talking_directly(&customer, &rep, Duration::from_secs(5)).await;
-    nothing_allocated(&rig).await;
+    rig.nothing_allocated().await;
 
     // The card number is nowhere in what the server wrote.
     let mut server = rig.server;
@@ -142,22 +96,12 @@ async fn secure_bridge_mask_and_hand_back() {
     rig.sim.shutdown().await;
 }
 
-/// A failure before the bridge: the session fails with `reason`, the customer talks to
-/// the representative again, nothing is left allocated.
-async fn fails_and_restores(rig: &Rig, customer: &Phone, rep: &Phone, call: &str, reason: &str) {
-    let s = rig.secure(call).await;
-    let id = s["id"].as_str().expect("session id").to_string();
-    let s = rig.wait_state(&id, "failed", Duration::from_secs(15)).await;
-    assert_eq!(s["reason"], reason, "{s}");
-    talking_directly(customer, rep, Duration::from_secs(10)).await;
-    nothing_allocated(rig).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_refused_leaves_the_call_alone() {
     let (rig, customer, rep, call) = call_in(3).await;
     rig.sim.faults().set_fail_action(Some("Hold"));
-    fails_and_restores(&rig, &customer, &rep, &call, "hold_failed").await;
+    rig.fails_and_restores(&customer, &rep, &call, "hold_failed")
+        .await;
     assert!(rig.sim.log().iter().any(|l| l.contains("/Hold -> 500")));
     rig.sim.shutdown().await;
 }
@@ -166,7 +110,8 @@ async fn hold_refused_leaves_the_call_alone() {
 async fn originate_refused_resumes_the_customer() {
     let (rig, customer, rep, call) = call_in(3).await;
     rig.sim.faults().set_fail_action(Some("new"));
-    fails_and_restores(&rig, &customer, &rep, &call, "originate_failed").await;
+    rig.fails_and_restores(&customer, &rep, &call, "originate_failed")
+        .await;
     rig.wait_log_in_order(
         &[
             "/calls/new -> 500",
@@ -182,7 +127,8 @@ async fn originate_refused_resumes_the_customer() {
 async fn transfer_refused_reconnects() {
     let (rig, customer, rep, call) = call_in(3).await;
     rig.sim.faults().set_fail_action(Some("BlindTransfer"));
-    fails_and_restores(&rig, &customer, &rep, &call, "transfer_failed").await;
+    rig.fails_and_restores(&customer, &rep, &call, "transfer_failed")
+        .await;
     rig.wait_log_in_order(
         &["/BlindTransfer -> 500", "/Reconnect -> 200"],
         Duration::from_secs(2),
@@ -203,7 +149,8 @@ async fn transfer_refused_reconnects() {
 async fn busy_dnis_is_seen_in_the_events_and_undone() {
     let (rig, customer, rep, call) = call_in(5).await;
     rig.sim.faults().set_dnis_busy(true);
-    fails_and_restores(&rig, &customer, &rep, &call, "rep_call_released").await;
+    rig.fails_and_restores(&customer, &rep, &call, "rep_call_released")
+        .await;
     rig.sim.shutdown().await;
 }
 
@@ -212,7 +159,8 @@ async fn busy_dnis_without_events_times_out_and_is_undone() {
     let (rig, customer, rep, call) = call_in(2).await;
     rig.sim.faults().set_dnis_busy(true);
     rig.sim.faults().set_drop_events(true);
-    fails_and_restores(&rig, &customer, &rep, &call, "rep_leg_timeout").await;
+    rig.fails_and_restores(&customer, &rep, &call, "rep_leg_timeout")
+        .await;
     assert!(rig
         .sim
         .log()
@@ -244,7 +192,7 @@ async fn delete_while_securing_undoes() {
     )
     .await;
     talking_directly(&customer, &rep, Duration::from_secs(5)).await;
-    nothing_allocated(&rig).await;
+    rig.nothing_allocated().await;
     rig.sim.shutdown().await;
 }
 
@@ -252,20 +200,12 @@ async fn delete_while_securing_undoes() {
 async fn dnis_expiry_while_securing_undoes() {
     // The DNIS's TTL (2 s) runs out before the step deadline (10 s): the session fails
     // `dnis_expired` and the steps already taken are undone all the same.
-    let rep = phone("127.0.0.1:9".parse().unwrap(), REP_NUMBER).await;
-    let rig = Rig::start_full(rep.sip_addr(), 10, tonewall::sim::DEFAULT_EXPIRES, 2).await;
-    let customer = phone(rig.sim.sip_addr(), CUSTOMER_NUMBER).await;
-    customer
-        .dial(REP_NUMBER)
-        .await
-        .expect("customer calls the rep");
-    talking_directly(&customer, &rep, Duration::from_secs(5)).await;
-    let call = rig.rep_call_id();
+    let (rig, customer, rep, call) = call_in_with(10, tonewall::sim::DEFAULT_EXPIRES, 2).await;
     rig.sim.faults().set_dnis_busy(true);
     rig.sim.faults().set_drop_events(true);
-    let s = rig.secure(&call).await;
-    let id = s["id"].as_str().expect("session id").to_string();
-    let s = rig.wait_state(&id, "failed", Duration::from_secs(8)).await;
+    let (_, s) = rig
+        .secure_until(&call, "failed", Duration::from_secs(8))
+        .await;
     assert_eq!(s["reason"], "dnis_expired", "{s}");
     rig.wait_log_in_order(
         &["/calls/new -> 201", "/Reconnect -> 200"],
@@ -273,7 +213,7 @@ async fn dnis_expiry_while_securing_undoes() {
     )
     .await;
     talking_directly(&customer, &rep, Duration::from_secs(5)).await;
-    nothing_allocated(&rig).await;
+    rig.nothing_allocated().await;
     rig.sim.shutdown().await;
 }
 
@@ -283,9 +223,8 @@ async fn delayed_events_change_nothing() {
     rig.sim
         .faults()
         .set_event_delay(Duration::from_millis(1500));
-    let s = rig.secure(&call).await;
-    let id = s["id"].as_str().expect("session id").to_string();
-    rig.wait_state(&id, "bridged", Duration::from_secs(10))
+    let (id, _) = rig
+        .secure_until(&call, "bridged", Duration::from_secs(10))
         .await;
     // The late events (held, released, …) arrive while bridged and change nothing.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -293,7 +232,7 @@ async fn delayed_events_change_nothing() {
     assert_eq!(s["state"], "bridged", "{s}");
     rig.delete(&id).await;
     talking_directly(&customer, &rep, Duration::from_secs(5)).await;
-    nothing_allocated(&rig).await;
+    rig.nothing_allocated().await;
     rig.sim.shutdown().await;
 }
 
@@ -301,9 +240,8 @@ async fn delayed_events_change_nothing() {
 async fn event_stream_cut_is_recovered() {
     let (rig, customer, rep, call) = call_in(5).await;
     // First session opens the channel and subscribes.
-    let s = rig.secure(&call).await;
-    let id = s["id"].as_str().expect("session id").to_string();
-    rig.wait_state(&id, "bridged", Duration::from_secs(10))
+    let (id, _) = rig
+        .secure_until(&call, "bridged", Duration::from_secs(10))
         .await;
     rig.delete(&id).await;
     talking_directly(&customer, &rep, Duration::from_secs(5)).await;
@@ -334,15 +272,15 @@ async fn event_stream_cut_is_recovered() {
     // Securing works again, and a release event still undoes a failure.
     let call = rig.rep_call_id();
     rig.sim.faults().set_dnis_busy(true);
-    fails_and_restores(&rig, &customer, &rep, &call, "rep_call_released").await;
+    rig.fails_and_restores(&customer, &rep, &call, "rep_call_released")
+        .await;
     rig.sim.faults().set_dnis_busy(false);
     let call = rig.rep_call_id();
-    let s = rig.secure(&call).await;
-    let id = s["id"].as_str().expect("session id").to_string();
-    rig.wait_state(&id, "bridged", Duration::from_secs(10))
+    let (id, _) = rig
+        .secure_until(&call, "bridged", Duration::from_secs(10))
         .await;
     rig.delete(&id).await;
     talking_directly(&customer, &rep, Duration::from_secs(5)).await;
-    nothing_allocated(&rig).await;
+    rig.nothing_allocated().await;
     rig.sim.shutdown().await;
 }

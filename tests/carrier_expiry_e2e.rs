@@ -11,20 +11,11 @@ use common::carrier::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refreshed_events_outlive_the_granted_expiry() {
-    let rep = phone("127.0.0.1:9".parse().unwrap(), REP_NUMBER).await;
-    let rig = Rig::start_with_expires(rep.sip_addr(), 5, Duration::from_secs(2)).await;
-    let customer = phone(rig.sim.sip_addr(), CUSTOMER_NUMBER).await;
-    customer
-        .dial(REP_NUMBER)
-        .await
-        .expect("customer calls the rep");
-    talking_directly(&customer, &rep, Duration::from_secs(5)).await;
+    let (rig, customer, rep, call) = call_in_with(5, Duration::from_secs(2), 30).await;
 
     // The first session opens the channel and subscribes the rep.
-    let call = rig.rep_call_id();
-    let s = rig.secure(&call).await;
-    let id = s["id"].as_str().expect("session id").to_string();
-    rig.wait_state(&id, "bridged", Duration::from_secs(10))
+    let (id, _) = rig
+        .secure_until(&call, "bridged", Duration::from_secs(10))
         .await;
     rig.delete(&id).await;
     talking_directly(&customer, &rep, Duration::from_secs(5)).await;
@@ -49,11 +40,8 @@ async fn refreshed_events_outlive_the_granted_expiry() {
     // Events still flow: the refused DNIS is seen by the rep leg's release event.
     let call = rig.rep_call_id();
     rig.sim.faults().set_dnis_busy(true);
-    let s = rig.secure(&call).await;
-    let id = s["id"].as_str().expect("session id").to_string();
-    let s = rig.wait_state(&id, "failed", Duration::from_secs(15)).await;
-    assert_eq!(s["reason"], "rep_call_released", "{s}");
-    talking_directly(&customer, &rep, Duration::from_secs(10)).await;
+    rig.fails_and_restores(&customer, &rep, &call, "rep_call_released")
+        .await;
     assert!(rig
         .sim
         .log()

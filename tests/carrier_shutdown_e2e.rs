@@ -10,19 +10,8 @@ use common::carrier::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_deletes_the_xsi_events_channel() {
-    let rep = phone("127.0.0.1:9".parse().unwrap(), REP_NUMBER).await;
-    let mut rig = Rig::start(rep.sip_addr(), 10).await;
-    let customer = phone(rig.sim.sip_addr(), CUSTOMER_NUMBER).await;
-    customer
-        .dial(REP_NUMBER)
-        .await
-        .expect("customer calls the rep");
-    talking_directly(&customer, &rep, Duration::from_secs(5)).await;
-
-    let call = rig.rep_call_id();
-    let s = rig.secure(&call).await;
-    let id = s["id"].as_str().expect("session id").to_string();
-    rig.wait_state(&id, "bridged", Duration::from_secs(10))
+    let (mut rig, _customer, _rep, call) = call_in(10).await;
+    rig.secure_until(&call, "bridged", Duration::from_secs(10))
         .await;
 
     // Exactly one channel is open, and nothing has deleted it yet.

@@ -171,10 +171,8 @@ impl Relay {
         // A customer's telephone-event from another SSRC than the audio's (some gateways
         // send events as their own stream, and one of them may look like an old source):
         // never forwarded, always captured, and it does not disturb the audio's source.
-        if self.strip_events
-            && self.from.te_pt == Some(pt)
-            && self.src.is_some_and(|s| s.ssrc != ssrc)
-        {
+        let te = self.from.te_pt == Some(pt);
+        if self.strip_events && te && self.src.is_some_and(|s| s.ssrc != ssrc) {
             return Step::Event(self.capture_event(ssrc, in_ts, p.payload()));
         }
         let mut src = match self.src {
@@ -196,7 +194,6 @@ impl Relay {
             src.highest_in_seq = in_seq;
         }
 
-        let te = self.from.te_pt == Some(pt);
         let out_pt = if te {
             match (self.strip_events, self.to.te_pt) {
                 (false, Some(te_out)) => te_out,

@@ -210,12 +210,14 @@ impl Phone {
 
     /// Send RFC 4733 key presses to the current media target (in the background).
     pub fn send_digits(&self, digits: &str) {
-        let codes: Vec<u8> = digits.chars().filter_map(event_code).collect();
+        // The simulated customer's keys are card digits too: wiped when the task ends.
+        let codes: zeroize::Zeroizing<Vec<u8>> =
+            zeroize::Zeroizing::new(digits.chars().filter_map(event_code).collect());
         let rtp = self.rtp.clone();
         let st = self.st.clone();
         let ssrc: u32 = rand::random();
         tokio::spawn(async move {
-            for code in codes {
+            for &code in codes.iter() {
                 let Some((target, pt)) = lock(&st)
                     .current()
                     .and_then(|c| Some((c.remote_media?, c.te_pt)))

@@ -18,6 +18,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use crate::sip::dialog::Dialog;
 use crate::sip::message::{Message, Method, Request, Response};
 use crate::sip::transaction::{End, Output, Transaction, T1, T2};
 use crate::sip::transport::udp_response_target;
@@ -425,35 +426,27 @@ pub fn sdp_of(body: &Bytes) -> Option<String> {
     std::str::from_utf8(body).ok().map(str::to_string)
 }
 
-/// One SIP dialog (RFC 3261 §12) as either side sees it; requests go to `peer`.
+/// A dialog of the simulator's UA: `sip::dialog::Dialog` plus where the peer is and the
+/// Contact our requests carry.
 #[derive(Clone, Debug)]
 pub struct Dlg {
-    pub call_id: String,
-    pub local_tag: String,
-    pub remote_tag: String,
-    /// From value of our requests (tag included).
-    local_party: String,
-    /// To value of our requests (tag included).
-    remote_party: String,
-    pub remote_target: String,
-    pub local_cseq: u32,
+    pub dialog: Dialog,
     pub peer: SocketAddr,
     pub contact: String,
+}
+
+impl std::ops::Deref for Dlg {
+    type Target = Dialog;
+    fn deref(&self) -> &Dialog {
+        &self.dialog
+    }
 }
 
 impl Dlg {
     /// The dialog a UAS forms answering `invite` with `local_tag`.
     pub fn uas(invite: &Request, peer: SocketAddr, local_tag: &str, contact: &str) -> Option<Dlg> {
-        let h = &invite.headers;
-        let to = h.get("To")?;
         Some(Dlg {
-            call_id: h.call_id()?.to_string(),
-            local_tag: local_tag.to_string(),
-            remote_tag: h.tag("From")?,
-            local_party: format!("{to};tag={local_tag}"),
-            remote_party: h.get("From")?.to_string(),
-            remote_target: h.contact_uri().unwrap_or_else(|| format!("sip:{peer}")),
-            local_cseq: 100,
+            dialog: Dialog::uas(invite, local_tag)?,
             peer,
             contact: contact.to_string(),
         })
@@ -462,16 +455,7 @@ impl Dlg {
     /// The dialog a UAC forms from its INVITE and the 2xx.
     pub fn uac(invite: &Request, ok: &Response, peer: SocketAddr) -> Option<Dlg> {
         Some(Dlg {
-            call_id: invite.headers.call_id()?.to_string(),
-            local_tag: invite.headers.tag("From")?,
-            remote_tag: ok.headers.tag("To")?,
-            local_party: invite.headers.get("From")?.to_string(),
-            remote_party: ok.headers.get("To")?.to_string(),
-            remote_target: ok
-                .headers
-                .contact_uri()
-                .unwrap_or_else(|| invite.uri.clone()),
-            local_cseq: invite.headers.cseq()?.0,
+            dialog: Dialog::uac(invite, ok)?,
             peer,
             contact: invite
                 .headers
@@ -483,34 +467,19 @@ impl Dlg {
 
     /// A new in-dialog request with the next CSeq.
     pub fn request(&mut self, method: Method, via: String) -> Request {
-        self.local_cseq = self.local_cseq.saturating_add(1);
-        let seq = self.local_cseq;
-        self.build(method, seq, via)
+        let r = self.dialog.request(method, &via);
+        self.with_contact(r)
     }
 
     /// The ACK for the 2xx to our INVITE with CSeq `seq`.
     pub fn ack(&self, seq: u32, via: String) -> Request {
-        self.build(Method::Ack, seq, via)
+        self.with_contact(self.dialog.ack(seq, &via))
     }
 
-    fn build(&self, method: Method, seq: u32, via: String) -> Request {
-        let mut r = Request::new(method.clone(), self.remote_target.clone());
-        r.headers.push("Via", via);
-        r.headers.push("Max-Forwards", "70");
-        r.headers.push("From", self.local_party.as_str());
-        r.headers.push("To", self.remote_party.as_str());
-        r.headers.push("Call-ID", self.call_id.as_str());
-        r.headers.push("CSeq", format!("{seq} {}", method.as_str()));
+    fn with_contact(&self, mut r: Request) -> Request {
         if !self.contact.is_empty() {
             r.headers.push("Contact", self.contact.as_str());
         }
         r
-    }
-
-    /// Does this in-dialog request belong to us?
-    pub fn matches(&self, req: &Request) -> bool {
-        req.headers.call_id() == Some(self.call_id.as_str())
-            && req.headers.tag("To").as_deref() == Some(self.local_tag.as_str())
-            && req.headers.tag("From").as_deref() == Some(self.remote_tag.as_str())
     }
 }

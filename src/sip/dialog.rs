@@ -1,5 +1,7 @@
-//! The UAS dialog (RFC 3261 §12): identifiers, route set, remote target, CSeq spaces; building
-//! in-dialog requests (BYE); and the 2xx retransmission schedule until ACK (§13.3.1.4).
+//! The dialog (RFC 3261 §12), as a UAS forms it from an INVITE or a UAC from its INVITE and
+//! the 2xx: identifiers, route set, remote target, CSeq spaces; building in-dialog requests
+//! (BYE, REFER, re-INVITE) and the ACK of a 2xx; and the 2xx retransmission schedule until
+//! ACK (§13.3.1.4).
 //!
 //! Pure logic. Must never: read the clock, do I/O, or panic on input.
 
@@ -13,13 +15,14 @@ pub struct Dialog {
     pub call_id: String,
     pub local_tag: String,
     pub remote_tag: String,
-    /// Our party (the INVITE's To value, without tag).
+    /// Our party, tag included: the From value of our requests.
     local_party: String,
-    /// The peer's party (the INVITE's From value, tag included).
+    /// The peer's party, tag included: the To value of our requests.
     remote_party: String,
     /// The peer's Contact URI: where in-dialog requests go.
     pub remote_target: String,
-    /// Record-Route of the INVITE, in order (a UAS keeps the order as received).
+    /// Record-Route in the order requests use it (a UAS keeps the INVITE's order, a UAC
+    /// reverses the 2xx's).
     pub route_set: Vec<String>,
     pub local_cseq: u32,
     pub remote_cseq: u32,
@@ -34,12 +37,31 @@ impl Dialog {
             call_id: h.call_id()?.to_string(),
             local_tag: local_tag.to_string(),
             remote_tag: h.tag("From")?,
-            local_party: h.get("To")?.to_string(),
+            local_party: format!("{};tag={local_tag}", h.get("To")?),
             remote_party: h.get("From")?.to_string(),
             remote_target: h.contact_uri()?,
             route_set: h.record_route(),
             local_cseq: 1,
             remote_cseq: h.cseq()?.0,
+        })
+    }
+
+    /// The dialog a UAC forms from its `invite` and the 2xx `ok` (§12.1.2). `None` when they
+    /// lack Call-ID, tags or CSeq; without a Contact the Request-URI stays the target.
+    pub fn uac(invite: &Request, ok: &Response) -> Option<Dialog> {
+        let (h, r) = (&invite.headers, &ok.headers);
+        let mut route_set = r.record_route();
+        route_set.reverse();
+        Some(Dialog {
+            call_id: h.call_id()?.to_string(),
+            local_tag: h.tag("From")?,
+            remote_tag: r.tag("To")?,
+            local_party: h.get("From")?.to_string(),
+            remote_party: r.get("To")?.to_string(),
+            remote_target: r.contact_uri().unwrap_or_else(|| invite.uri.clone()),
+            route_set,
+            local_cseq: h.cseq()?.0,
+            remote_cseq: 0,
         })
     }
 
@@ -62,20 +84,25 @@ impl Dialog {
     /// An in-dialog request (§12.2.1.1) with a fresh local CSeq; `via` is the whole Via value.
     pub fn request(&mut self, method: Method, via: &str) -> Request {
         self.local_cseq = self.local_cseq.saturating_add(1);
+        self.build(method, self.local_cseq, via)
+    }
+
+    /// The ACK of the 2xx to our INVITE with CSeq number `seq` (§13.2.2.4).
+    pub fn ack(&self, seq: u32, via: &str) -> Request {
+        self.build(Method::Ack, seq, via)
+    }
+
+    fn build(&self, method: Method, seq: u32, via: &str) -> Request {
         let mut r = Request::new(method.clone(), self.remote_target.clone());
         r.headers.push("Via", via);
         for route in &self.route_set {
             r.headers.push("Route", route.as_str());
         }
         r.headers.push("Max-Forwards", "70");
-        r.headers.push(
-            "From",
-            format!("{};tag={}", self.local_party, self.local_tag),
-        );
+        r.headers.push("From", self.local_party.as_str());
         r.headers.push("To", self.remote_party.as_str());
         r.headers.push("Call-ID", self.call_id.as_str());
-        r.headers
-            .push("CSeq", format!("{} {}", self.local_cseq, method.as_str()));
+        r.headers.push("CSeq", format!("{seq} {}", method.as_str()));
         r
     }
 
@@ -147,6 +174,30 @@ Content-Length: 0\r\n\r\n";
             Ok(Message::Request(r)) => r,
             _ => panic!("invite"),
         }
+    }
+
+    #[test]
+    fn uac_dialog_acks_and_reverses_the_route_set() {
+        // We sent the INVITE (our tag rt); the 2xx carries their tag and Contact.
+        let inv = invite();
+        let ok = inv
+            .response(200, "OK", Some("lt"))
+            .with_header("Contact", "<sip:b@10.0.0.1:5060>")
+            .with_header("Record-Route", "<sip:p1;lr>")
+            .with_header("Record-Route", "<sip:p2;lr>");
+        let mut d = Dialog::uac(&inv, &ok).expect("dialog");
+        assert_eq!((d.local_tag.as_str(), d.remote_tag.as_str()), ("rt", "lt"));
+        let ack = d.ack(7, "SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKc");
+        assert_eq!(ack.uri, "sip:b@10.0.0.1:5060");
+        assert_eq!(ack.headers.cseq(), Some((7, Method::Ack)));
+        assert_eq!(ack.headers.tag("From").as_deref(), Some("rt"));
+        assert_eq!(ack.headers.tag("To").as_deref(), Some("lt"));
+        assert_eq!(
+            ack.headers.get_all("Route").collect::<Vec<_>>(),
+            vec!["<sip:p2;lr>", "<sip:p1;lr>"]
+        );
+        let bye = d.request(Method::Bye, "SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKd");
+        assert_eq!(bye.headers.cseq(), Some((8, Method::Bye)));
     }
 
     #[test]

@@ -270,6 +270,93 @@ impl Rig {
     }
 }
 
+/// A customer on a call with the representative, both phones simulated, tonewall (with
+/// `step_timeout_s`, DNIS `ttl_s`) and the simulator (granting `expires`) running; the
+/// call's Xsi id.
+pub async fn call_in_with(
+    step_timeout_s: u64,
+    expires: Duration,
+    ttl_s: u64,
+) -> (Rig, Phone, Phone, String) {
+    // The rep's phone never dials, so its proxy is never used.
+    let rep = phone("127.0.0.1:9".parse().unwrap(), REP_NUMBER).await;
+    let rig = Rig::start_full(rep.sip_addr(), step_timeout_s, expires, ttl_s).await;
+    let customer = phone(rig.sim.sip_addr(), CUSTOMER_NUMBER).await;
+    customer
+        .dial(REP_NUMBER)
+        .await
+        .expect("customer calls the rep");
+    talking_directly(&customer, &rep, Duration::from_secs(5)).await;
+    let call = rig.rep_call_id();
+    (rig, customer, rep, call)
+}
+
+/// `call_in_with` with the simulator's default expiry and a 30 s DNIS TTL.
+pub async fn call_in(step_timeout_s: u64) -> (Rig, Phone, Phone, String) {
+    call_in_with(step_timeout_s, sim::DEFAULT_EXPIRES, 30).await
+}
+
+impl Rig {
+    /// Secure `call` and wait until the session is `state`; its id and JSON.
+    pub async fn secure_until(
+        &self,
+        call: &str,
+        state: &str,
+        timeout: Duration,
+    ) -> (String, Value) {
+        let s = self.secure(call).await;
+        let id = s["id"].as_str().expect("session id").to_string();
+        let s = self.wait_state(&id, state, timeout).await;
+        (id, s)
+    }
+
+    /// tonewall holds nothing for a session any more, and no call on the rep's line faces
+    /// the trunk.
+    pub async fn nothing_allocated(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let dnis = self.metric("tonewall_dnis_allocated").await;
+            let active = self.metric("tonewall_sessions_active").await;
+            let legs = self.metric("tonewall_legs_active").await;
+            let bridges = self.metric("tonewall_bridges_active").await;
+            if dnis == 0.0 && active == 0.0 && legs == 0.0 && bridges == 0.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still allocated: dnis {dnis}, sessions {active}, legs {legs}, bridges {bridges}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for c in self.sim.calls(REP_USER) {
+            assert!(
+                !c.peer.starts_with("trunk:"),
+                "the rep's line still has a call towards tonewall: {} {} {}",
+                c.call_id,
+                c.state,
+                c.peer
+            );
+        }
+    }
+
+    /// A failure before the bridge: the session fails with `reason`, the customer talks to
+    /// the representative again, nothing is left allocated.
+    pub async fn fails_and_restores(
+        &self,
+        customer: &Phone,
+        rep: &Phone,
+        call: &str,
+        reason: &str,
+    ) {
+        let (_, s) = self
+            .secure_until(call, "failed", Duration::from_secs(15))
+            .await;
+        assert_eq!(s["reason"], reason, "{s}");
+        talking_directly(customer, rep, Duration::from_secs(10)).await;
+        self.nothing_allocated().await;
+    }
+}
+
 /// Whether `needles` occur in `log` in this order (each a substring of a later line than
 /// the previous); the first one missing otherwise.
 pub fn in_order(log: &[String], needles: &[&str]) -> Result<(), String> {
